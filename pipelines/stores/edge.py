@@ -1,0 +1,301 @@
+"""EdgeStore: the embedded Qdrant engine (qdrant-edge), one on-disk shard per collection."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import qdrant_edge as qe
+
+from pipelines.errors import CollectionNotFound, SchemaMismatch
+from pipelines.stores.common import (
+    DENSE,
+    KEYWORD_INDEXES,
+    SCROLL_PAGE,
+    SPARSE,
+    STATE_FIELDS,
+    add_states,
+    check_collection_name,
+    mismatch_message,
+)
+from pipelines.types import (
+    CollectionStats,
+    DocState,
+    EmbeddedChunk,
+    Filters,
+    Hit,
+    Range,
+    SearchMode,
+    SparseVector,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_META = "ragserve.json"
+
+
+def edge_filter(filters: Filters | None, extra: list[Any] | None = None) -> qe.Filter | None:
+    must: list[Any] = list(extra or [])
+    for key, value in (filters or {}).items():
+        if isinstance(value, Range):
+            must.append(
+                qe.FieldCondition(
+                    key=key,
+                    range=qe.RangeFloat(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt),
+                )
+            )
+        elif isinstance(value, list):
+            must.append(qe.FieldCondition(key=key, match=qe.MatchAny(value)))  # type: ignore[arg-type]
+        elif isinstance(value, float):
+            must.append(qe.FieldCondition(key=key, range=qe.RangeFloat(gte=value, lte=value)))
+        else:
+            must.append(qe.FieldCondition(key=key, match=qe.MatchValue(value)))
+    return qe.Filter(must=must) if must else None
+
+
+def _match(key: str, value: str) -> qe.FieldCondition:
+    return qe.FieldCondition(key=key, match=qe.MatchValue(value))
+
+
+class EdgeStore:
+    """Qdrant Edge shards under `root/<collection>`; calls run in worker threads."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        dim: int,
+        embedding_model: str,
+        hnsw_m: int = 16,
+        hnsw_ef_construct: int = 128,
+        hnsw_ef: int = 128,
+        max_threads: int = 4,
+    ) -> None:
+        self._root = root
+        self._dim = dim
+        self._model = embedding_model
+        self._m = hnsw_m
+        self._ef_construct = hnsw_ef_construct
+        self._ef = hnsw_ef
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._open_lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(max_threads)
+        self._dirty: set[str] = set()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(fn, *args), limiter=self._limiter)
+
+    def _config(self) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=self._dim, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            hnsw_config=qe.HnswIndexConfig(
+                m=self._m, ef_construct=self._ef_construct, full_scan_threshold=10_000
+            ),
+        )
+
+    def _path(self, collection: str) -> Path:
+        return self._root / check_collection_name(collection)
+
+    def _check_meta(self, collection: str, path: Path) -> None:
+        meta_file = path / _META
+        if not meta_file.is_file():
+            return
+        meta = json.loads(meta_file.read_text())
+        if meta.get("dim") != self._dim or meta.get("distance") != "cosine":
+            have = f"{meta.get('dim')}-dim {meta.get('distance')} vectors ({meta.get('model')})"
+            want = f"{self._dim}-dim cosine vectors ({self._model})"
+            raise SchemaMismatch(mismatch_message(collection, have, want))
+
+    def _open(self, collection: str, create: bool) -> qe.EdgeShard:
+        with self._open_lock:
+            shard = self._shards.get(collection)
+            if shard is not None:
+                return shard
+            path = self._path(collection)
+            if (path / _META).is_file():
+                self._check_meta(collection, path)
+                shard = qe.EdgeShard.load(str(path))
+            elif create:
+                # A folder without the meta file is a create that died half-way: start over.
+                shutil.rmtree(path, ignore_errors=True)
+                path.mkdir(parents=True)
+                shard = qe.EdgeShard.create(str(path), self._config())
+                for field in KEYWORD_INDEXES:
+                    shard.update(
+                        qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
+                    )
+                shard.update(
+                    qe.UpdateOperation.create_field_index(
+                        "chunk_index", qe.PayloadSchemaType.Integer
+                    )
+                )
+                shard.flush()
+                meta = {
+                    "dim": self._dim,
+                    "distance": "cosine",
+                    "model": self._model,
+                    "sparse": SPARSE,
+                }
+                (path / _META).write_text(json.dumps(meta))
+            else:
+                raise CollectionNotFound(collection)
+            self._shards[collection] = shard
+            return shard
+
+    async def ensure_collection(self, collection: str, *, create: bool) -> None:
+        await self._run(self._open, collection, create)
+
+    async def list_collections(self) -> list[str]:
+        if not self._root.is_dir():
+            return []
+        return sorted(p.name for p in self._root.iterdir() if (p / _META).is_file())
+
+    async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None:
+        if not points:
+            return
+        shard = await self._run(self._open, collection, True)
+        edge_points = []
+        for p in points:
+            vector: dict[str, Any] = {DENSE: p.dense}
+            if p.sparse is not None and p.sparse.indices:
+                vector[SPARSE] = qe.SparseVector(p.sparse.indices, p.sparse.values)
+            edge_points.append(
+                qe.Point(id=p.chunk.chunk_id, vector=vector, payload=p.chunk.payload())
+            )
+        await self._run(shard.update, qe.UpdateOperation.upsert_points(edge_points))
+        self._dirty.add(collection)
+
+    async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> None:
+        if not doc_ids:
+            return
+        shard = await self._run(self._open, collection, False)
+        flt = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))])
+        await self._run(shard.update, qe.UpdateOperation.delete_points_by_filter(flt))
+        self._dirty.add(collection)
+
+    async def delete_stale_chunks(self, collection: str, doc_id: str, keep_hash: str) -> None:
+        shard = await self._run(self._open, collection, False)
+        flt = qe.Filter(
+            must=[_match("doc_id", doc_id)], must_not=[_match("content_hash", keep_hash)]
+        )
+        await self._run(shard.update, qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def _states(self, collection: str) -> dict[str, DocState]:
+        shard = self._open(collection, False)
+        states: dict[str, DocState] = {}
+        offset: Any = None
+        while True:
+            records, offset = shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset, limit=SCROLL_PAGE, with_payload=STATE_FIELDS, with_vector=False
+                )
+            )
+            add_states(states, (rec.payload or {} for rec in records))
+            if offset is None:
+                return states
+
+    async def document_states(self, collection: str) -> dict[str, DocState]:
+        return await self._run(self._states, collection)
+
+    def _query(
+        self,
+        collection: str,
+        dense: list[float] | None,
+        sparse: SparseVector | None,
+        k: int,
+        mode: SearchMode,
+        filters: Filters | None,
+    ) -> list[Hit]:
+        shard = self._open(collection, False)
+        flt = edge_filter(filters)
+        params = qe.SearchParams(hnsw_ef=max(self._ef, k))
+        dense_q = qe.Query.Nearest(dense, using=DENSE) if dense is not None else None
+        sparse_q = (
+            qe.Query.Nearest(qe.SparseVector(sparse.indices, sparse.values), using=SPARSE)
+            if sparse is not None and sparse.indices
+            else None
+        )
+        if mode == "hybrid" and dense_q is not None and sparse_q is not None:
+            depth = max(k * 4, 40)
+            req = qe.QueryRequest(
+                limit=k,
+                prefetches=[
+                    qe.Prefetch(query=dense_q, limit=depth, filter=flt, params=params),
+                    qe.Prefetch(query=sparse_q, limit=depth, filter=flt),
+                ],
+                query=qe.Fusion.Rrf(k=60),  # type: ignore[arg-type]  # the stub omits Rrf
+                with_payload=True,
+            )
+        else:
+            query = sparse_q if mode == "sparse" else dense_q
+            if query is None:
+                return []
+            req = qe.QueryRequest(
+                limit=k,
+                query=query,
+                filter=flt,
+                with_payload=True,
+                params=params if mode != "sparse" else None,
+            )
+        return [
+            Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
+            for p in shard.query(req)
+        ]
+
+    async def search(
+        self,
+        collection: str,
+        *,
+        dense: list[float] | None,
+        sparse: SparseVector | None,
+        k: int,
+        mode: SearchMode,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
+        return await self._run(self._query, collection, dense, sparse, k, mode, filters)
+
+    def _stats(self, collection: str) -> CollectionStats:
+        shard = self._open(collection, False)
+        chunks = shard.count(qe.CountRequest(exact=True))
+        # Each document's first chunk is its chunk 0.
+        docs = shard.count(
+            qe.CountRequest(
+                filter=qe.Filter(
+                    must=[qe.FieldCondition(key="chunk_index", match=qe.MatchValue(0))]
+                ),
+                exact=True,
+            )
+        )
+        return CollectionStats(name=collection, documents=docs, chunks=chunks)
+
+    async def stats(self, collection: str) -> CollectionStats:
+        return await self._run(self._stats, collection)
+
+    def _finish(self, collection: str) -> None:
+        shard = self._shards[collection]
+        shard.optimize()  # Edge has no background optimizer: build the HNSW index now.
+        shard.flush()
+
+    async def commit(self, collection: str) -> None:
+        """Flush and index what this process wrote (called at the end of an ingest run)."""
+        if collection in self._dirty:
+            await self._run(self._finish, collection)
+            self._dirty.discard(collection)
+
+    async def healthy(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        with self._open_lock:
+            for shard in self._shards.values():
+                shard.flush()
+                shard.close()
+            self._shards.clear()

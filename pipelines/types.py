@@ -1,0 +1,139 @@
+"""Domain types shared by every layer: chunks, hits, filters, generation events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SearchMode = Literal["dense", "sparse", "hybrid"]
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One retrievable piece of a document, with everything needed to cite it."""
+
+    chunk_id: str
+    doc_id: str
+    collection: str
+    source: str
+    title: str
+    text: str
+    chunk_index: int
+    chunk_count: int
+    char_start: int
+    char_end: int
+    content_hash: str
+    page: int | None = None
+    ingested_at: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "doc_id": self.doc_id,
+            "collection": self.collection,
+            "source": self.source,
+            "title": self.title,
+            "text": self.text,
+            "chunk_index": self.chunk_index,
+            "chunk_count": self.chunk_count,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "content_hash": self.content_hash,
+            "ingested_at": self.ingested_at,
+            "page": self.page,
+        }
+        payload.update({k: v for k, v in self.metadata.items() if k not in payload})
+        return payload
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedChunk:
+    chunk: Chunk
+    dense: list[float]
+    sparse: SparseVector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    score: float
+    chunk_id: str
+    payload: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return str(self.payload.get("text", ""))
+
+    @property
+    def doc_id(self) -> str:
+        return str(self.payload.get("doc_id", ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.payload.items() if k != "collection"}
+        out["score"] = self.score
+        out["chunk_id"] = self.chunk_id
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+
+# field -> exact value, any of several values, or a numeric range; all conditions must hold.
+Filters = dict[str, Scalar | list[Scalar] | Range]
+
+
+@dataclass(slots=True)
+class DocState:
+    """What the store holds for one document: enough to decide skip / replace / resume."""
+
+    doc_id: str
+    source: str
+    chunks: int = 0
+    hashes: set[str] = field(default_factory=set)
+    expected_chunks: int = 0
+
+    def is_complete(self, content_hash: str) -> bool:
+        return self.hashes == {content_hash} and self.chunks == self.expected_chunks
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionStats:
+    name: str
+    documents: int
+    chunks: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    messages: list[ChatMessage]
+    max_tokens: int
+    temperature: float
+    model: str | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationChunk:
+    """A streamed piece of the answer; the last one carries finish_reason and usage."""
+
+    text: str
+    finish_reason: Literal["stop", "length"] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+async def test_search_returns_ranked_chunks_with_sources(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/search", json={"query": "How hot is the surface of Venus?", "k": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["collection"] == "default"
+    hits = body["hits"]
+    assert len(hits) == 2
+    assert "464 degrees" in hits[0]["text"]
+    assert hits[0]["source"].endswith("solar-system.html")
+    assert hits[0]["title"] == "The Solar System: a short field guide"
+    assert hits[0]["score"] >= hits[1]["score"]
+    assert {"doc_id", "chunk_id", "chunk_index"} <= hits[0].keys()
+    assert r.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+async def test_every_mode_finds_the_coffee_ratio(client: httpx.AsyncClient, mode: str) -> None:
+    r = await client.post(
+        "/v1/search", json={"query": "grams of coffee per litre of water", "k": 1, "mode": mode}
+    )
+    assert r.status_code == 200, r.text
+    assert "60 grams" in r.json()["hits"][0]["text"]
+
+
+async def test_filter_by_source_restricts_hits(client: httpx.AsyncClient) -> None:
+    first = await client.post("/v1/search", json={"query": "planets", "k": 5})
+    coffee = next(h["source"] for h in first.json()["hits"] if "coffee" in h["source"])
+    r = await client.post(
+        "/v1/search", json={"query": "planets", "k": 5, "filters": {"source": coffee}}
+    )
+    assert r.status_code == 200
+    assert {h["source"] for h in r.json()["hits"]} == {coffee}
+
+
+async def test_filter_by_doc_id_list(client: httpx.AsyncClient) -> None:
+    hits = (await client.post("/v1/search", json={"query": "coffee", "k": 5})).json()["hits"]
+    doc = hits[-1]["doc_id"]
+    r = await client.post("/v1/search", json={"query": "coffee", "filters": {"doc_id": [doc]}})
+    assert {h["doc_id"] for h in r.json()["hits"]} == {doc}
+
+
+async def test_unknown_collection_is_404_with_envelope(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/search", json={"query": "x", "collection": "nope"})
+    assert r.status_code == 404
+    err = r.json()["error"]
+    assert err["code"] == "collection_not_found"
+    assert "nope" in err["message"]
+    assert err["request_id"]
+    assert err["retryable"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "query"),
+        ({"query": ""}, "query"),
+        ({"query": "   "}, "query"),
+        ({"query": "x" * 4001}, "query"),
+        ({"query": "x", "k": 0}, "k"),
+        ({"query": "x", "k": 1000}, "k"),
+        ({"query": "x", "mode": "fuzzy"}, "mode"),
+        ({"query": "x", "colection": "typo"}, "colection"),
+        ({"query": "x", "filters": {"page": {}}}, "filters.page"),
+    ],
+)
+async def test_invalid_requests_are_422_naming_the_field(
+    client: httpx.AsyncClient, body: dict[str, object], field: str
+) -> None:
+    r = await client.post("/v1/search", json=body)
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request"
+    assert any(d["field"].startswith(field) for d in err["details"]), err
+    assert "Traceback" not in r.text
+
+
+async def test_malformed_json_is_422_not_500(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/search", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "invalid_request"
+
+
+async def test_bad_collection_name_is_422(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/search", json={"query": "x", "collection": "../../etc"})
+    assert r.status_code == 422
+    assert "invalid collection name" in r.json()["error"]["message"]
+
+
+async def test_empty_collection_returns_no_hits(
+    client: httpx.AsyncClient, services: object
+) -> None:
+    from app.services import Services
+
+    assert isinstance(services, Services)
+    await services.store.ensure_collection("empty", create=True)
+    r = await client.post("/v1/search", json={"query": "anything", "collection": "empty"})
+    assert r.status_code == 200
+    assert r.json()["hits"] == []
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json()["status"] == "ok"
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["details"]["store"] == "ok"
+    assert ready.json()["details"]["search"] == "ready"
+
+
+async def test_openapi_documents_search(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert "/v1/search" in spec["paths"]
+    assert (await client.get("/docs")).status_code == 200

@@ -1,0 +1,233 @@
+"""The ingestion job end to end with the real model and the real Qdrant engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingest.job import build_pipeline
+from ingest.pipeline import IngestPipeline, IngestSummary
+from pipelines.embedder import SentenceTransformerEmbedder
+from pipelines.settings import Settings
+from pipelines.stores.edge import EdgeStore
+from tests.integration.helpers import edge_snapshot
+
+pytestmark = pytest.mark.slow
+
+
+def _write_corpus(root: Path, n: int, version: str = "v1") -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    topics = ["rivers", "volcanoes", "bridges", "orchids", "comets", "glaciers", "violins"]
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        body = " ".join(
+            f"Fact {j} about {topic} number {i} ({version}): {topic} are studied in field {j}."
+            for j in range(12)
+        )
+        (root / f"doc{i:03d}.txt").write_text(f"{topic.title()} note {i}\n\n{body}\n")
+
+
+async def _run(
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    paths: list[Path],
+    prune: bool = False,
+) -> IngestSummary:
+    store = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
+    try:
+        pipeline: IngestPipeline = build_pipeline(settings, store, embedder)
+        return await pipeline.run(paths, "default", prune=prune)
+    finally:
+        await store.close()
+
+
+async def test_reingest_unchanged_files_writes_nothing(
+    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    _write_corpus(docs, 6)
+    first = await _run(settings, embedder, [docs])
+    assert (first.added, first.updated, first.unchanged, first.failed) == (6, 0, 0, [])
+    before = edge_snapshot(settings.qdrant_dir / "default")
+    second = await _run(settings, embedder, [docs])
+    assert (second.added, second.updated, second.unchanged, second.chunks) == (0, 0, 6, 0)
+    assert edge_snapshot(settings.qdrant_dir / "default") == before
+
+
+async def test_changed_file_replaces_its_chunks_and_leaves_no_stale_one(
+    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    long = " ".join(f"Paragraph {i} describes the old pump model in detail." for i in range(150))
+    (docs / "manual.md").write_text(f"# Manual\n\n{long}")
+    (docs / "other.txt").write_text("An unrelated note about tea.")
+    await _run(settings, embedder, [docs])
+    old = edge_snapshot(settings.qdrant_dir / "default")
+    assert len(old) > 3
+    (docs / "manual.md").write_text("# Manual\n\nThe new pump model needs no maintenance.")
+    summary = await _run(settings, embedder, [docs])
+    assert (summary.added, summary.updated, summary.unchanged) == (0, 1, 1)
+    new = edge_snapshot(settings.qdrant_dir / "default")
+    texts = sorted(v[3] for v in new.values())
+    assert texts == [
+        "# Manual\n\nThe new pump model needs no maintenance.",
+        "An unrelated note about tea.",
+    ]
+
+
+async def test_prune_deletes_documents_whose_files_are_gone(
+    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    _write_corpus(docs, 4)
+    await _run(settings, embedder, [docs])
+    (docs / "doc001.txt").unlink()
+    kept = await _run(settings, embedder, [docs])  # without --prune nothing is deleted
+    assert kept.deleted == 0
+    pruned = await _run(settings, embedder, [docs], prune=True)
+    assert (pruned.deleted, pruned.unchanged) == (1, 3)
+    doc_ids = {v[0] for v in edge_snapshot(settings.qdrant_dir / "default").values()}
+    assert len(doc_ids) == 3
+
+
+async def test_bad_files_are_reported_and_the_rest_lands(
+    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text("# Good\n\nThis document is fine.")
+    (docs / "broken.pdf").write_bytes(
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Pages 9 0 R >>\ntrash"
+    )
+    (docs / "photo.txt").write_bytes(bytes(range(256)) * 64)
+    (docs / "latin1.txt").write_bytes("na\xefve caf\xe9".encode("latin-1"))
+    (docs / "empty.md").write_text("")
+    summary = await _run(settings, embedder, [docs, tmp_path / "missing.txt"])
+    reasons = {Path(f["source"]).name: f["reason"] for f in summary.failed}
+    assert set(reasons) == {"broken.pdf", "photo.txt", "latin1.txt", "empty.md", "missing.txt"}
+    assert "PDF" in reasons["broken.pdf"]
+    assert "binary" in reasons["photo.txt"]
+    assert "UTF-8" in reasons["latin1.txt"]
+    assert "empty" in reasons["empty.md"]
+    assert summary.added == 1
+
+
+async def test_real_pdf_and_docx_carry_pages_and_titles(
+    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    import docx
+    from pypdf import PdfWriter
+    from pypdf.generic import DictionaryObject, NameObject, StreamObject
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    d = docx.Document()
+    d.add_heading("Router setup", level=1)
+    d.add_paragraph("Hold the reset button for ten seconds to restore factory settings.")
+    d.save(str(docs / "router.docx"))
+    writer = PdfWriter()
+    for text in ("Page one talks about llamas.", "Page two talks about alpacas."):
+        page = writer.add_blank_page(width=300, height=200)
+        stream = StreamObject()
+        stream.set_data(f"BT /F1 12 Tf 20 100 Td ({text}) Tj ET".encode())
+        page[NameObject("/Contents")] = writer._add_object(stream)
+        font = DictionaryObject(
+            {
+                NameObject("/Type"): NameObject("/Font"),
+                NameObject("/Subtype"): NameObject("/Type1"),
+                NameObject("/BaseFont"): NameObject("/Helvetica"),
+            }
+        )
+        page[NameObject("/Resources")] = DictionaryObject(
+            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
+        )
+    with (docs / "animals.pdf").open("wb") as fh:
+        writer.write(fh)
+    summary = await _run(settings, embedder, [docs])
+    assert summary.failed == []
+    assert summary.added == 2
+    snap = edge_snapshot(settings.qdrant_dir / "default")
+    texts = sorted(v[3] for v in snap.values())
+    assert any("alpacas" in t for t in texts)
+    assert any("reset button" in t for t in texts)
+    store = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
+    try:
+        hits = await store.search(
+            "default",
+            dense=embedder.embed_queries(["alpacas"])[0],
+            sparse=None,
+            k=1,
+            mode="dense",
+            filters={"page": 2},
+        )
+    finally:
+        await store.close()
+    assert hits[0].payload["title"] == "animals"
+    assert "alpacas" in hits[0].text
+
+
+def _cli(args: list[str], data_dir: Path, **kw: object) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "RAG_DATA_DIR": str(data_dir),
+        "RAG_CHUNKING__CHUNK_TOKENS": "48",
+        "RAG_EMBEDDING__BATCH_SIZE": "8",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )  # type: ignore[call-overload]
+
+
+def _ingest(docs: Path, data_dir: Path) -> dict[str, object]:
+    proc = _cli(["ingest", str(docs), "--json", "--prune"], data_dir)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    result: dict[str, object] = json.loads(out)
+    return result
+
+
+def _kill_after_first_upsert(docs: Path, data_dir: Path) -> None:
+    proc = _cli(["ingest", str(docs), "--json", "-v"], data_dir)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "upserted" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the ingest finished before it could be killed"
+
+
+def test_ingest_killed_mid_run_converges_on_rerun(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _write_corpus(docs, 60)
+    # A clean run of v2 is the reference.
+    clean = tmp_path / "clean"
+    _ingest(docs, clean)
+    _write_corpus(docs, 60, version="v2")
+    (docs / "doc007.txt").unlink()
+    _ingest(docs, clean)
+    reference = edge_snapshot(clean / "qdrant" / "default")
+
+    # The same history, with a SIGKILL in the middle of each run.
+    _write_corpus(docs, 60)  # restores doc007 too
+    killed = tmp_path / "killed"
+    _kill_after_first_upsert(docs, killed)
+    _ingest(docs, killed)
+    _write_corpus(docs, 60, version="v2")
+    (docs / "doc007.txt").unlink()
+    _kill_after_first_upsert(docs, killed)
+    summary = _ingest(docs, killed)
+    assert summary["failed"] == []
+    assert edge_snapshot(killed / "qdrant" / "default") == reference

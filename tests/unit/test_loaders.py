@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.loaders import LoadError, LoadFailure, discover, load_file
+
+
+def _load(path: Path) -> list:  # type: ignore[type-arg]
+    failures: list[LoadFailure] = []
+    return list(load_file(path, failures))
+
+
+def test_binary_renamed_txt_is_rejected(tmp_path: Path) -> None:
+    p = tmp_path / "image.txt"
+    p.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(LoadError, match="binary"):
+        _load(p)
+
+
+def test_undecodable_text_names_the_byte(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.txt"
+    p.write_bytes("caf\xe9 au lait, cr\xe8me br\xfbl\xe9e".encode("latin-1"))
+    with pytest.raises(LoadError, match=r"not valid UTF-8.*byte 3"):
+        _load(p)
+
+
+def test_empty_file_is_rejected(tmp_path: Path) -> None:
+    p = tmp_path / "empty.md"
+    p.write_text("  \n")
+    with pytest.raises(LoadError, match="empty"):
+        _load(p)
+
+
+def test_corrupt_pdf_is_rejected(tmp_path: Path) -> None:
+    p = tmp_path / "broken.pdf"
+    p.write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage")
+    with pytest.raises(LoadError, match="PDF"):
+        _load(p)
+
+
+def test_markdown_title_is_first_heading(tmp_path: Path) -> None:
+    p = tmp_path / "guide.md"
+    p.write_text("intro\n\n# Real Title\n\nbody text")
+    (doc,) = _load(p)
+    assert doc.title == "Real Title"
+    assert doc.kind == "markdown"
+
+
+def test_html_drops_scripts_and_keeps_headings(tmp_path: Path) -> None:
+    p = tmp_path / "page.html"
+    p.write_text(
+        "<html><head><title>T</title><script>var x=1;</script></head>"
+        "<body><h2>Section</h2><p>Hello world</p></body></html>"
+    )
+    (doc,) = _load(p)
+    assert doc.title == "T"
+    assert "## Section" in doc.text
+    assert "Hello world" in doc.text
+    assert "var x" not in doc.text
+
+
+def test_jsonl_bad_lines_are_reported_and_good_lines_kept(tmp_path: Path) -> None:
+    p = tmp_path / "corpus.jsonl"
+    p.write_text(
+        '{"_id": "a", "title": "A", "text": "alpha"}\n'
+        "not json\n"
+        '{"id": "b", "text": "beta"}\n'
+        '{"_id": "c"}\n'
+    )
+    failures: list[LoadFailure] = []
+    docs = list(load_file(p, failures))
+    assert [d.metadata["external_id"] for d in docs] == ["a", "b"]
+    assert docs[0].text == "A\n\nalpha"
+    assert [f.source for f in failures] == [f"{p}:2", f"{p}:4"]
+
+
+def test_unsupported_extension_is_named(tmp_path: Path) -> None:
+    p = tmp_path / "sheet.xlsx"
+    p.write_bytes(b"PK")
+    with pytest.raises(LoadError, match=r"unsupported file type '\.xlsx'"):
+        _load(p)
+
+
+def test_discover_recurses_and_skips_hidden_and_unsupported(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.md").write_text("x")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "y.txt").write_text("y")
+    (tmp_path / "z.bin").write_bytes(b"z")
+    files, missing = discover([tmp_path, tmp_path / "nope.txt"])
+    assert files == [(tmp_path / "a" / "x.md").resolve()]
+    assert [m.reason for m in missing] == ["no such file or directory"]
