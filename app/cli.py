@@ -164,6 +164,130 @@ def search(
         out.print("   " + " ".join(str(h["text"]).split())[:300])
 
 
+def _print_sources(sources: list[dict[str, Any]]) -> None:
+    if not sources:
+        return
+    out.print("\n[bold]Sources[/]")
+    for s in sources:
+        where = str(s["source"]) + (f" p.{s['page']}" if s.get("page") else "")
+        out.print(f"  [{s['n']}] [cyan]{s['title']}[/] ({where})")
+
+
+async def _ask_remote(url: str, body: dict[str, Any]) -> int:
+    import httpx
+
+    timeout = httpx.Timeout(300, connect=3)
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=timeout) as client,
+        client.stream("POST", "/v1/ask/stream", json=body) as resp,
+    ):
+        if resp.status_code != 200:
+            err = json.loads(await resp.aread()).get("error", {})
+            console.print(f"[bold red]error[/] ({resp.status_code}): {err.get('message')}")
+            return 2
+        sources: list[dict[str, Any]] = []
+        event = ""
+        async for line in resp.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line[5:].strip())
+                if event == "sources":
+                    sources = data["sources"]
+                elif event == "token":
+                    out.print(data["text"], end="", soft_wrap=True, highlight=False, markup=False)
+                elif event == "error":
+                    console.print(f"\n[bold red]error[/]: {data['error']['message']}")
+                    return 1
+                elif event == "done":
+                    out.print()
+                    _print_sources(sources)
+                    ms = data["latency_ms"]
+                    console.print(
+                        f"[dim]retrieval {ms['retrieval']:.0f} ms · first token "
+                        f"{ms['ttft']:.0f} ms · total {ms['total']:.0f} ms[/]"
+                    )
+    return 0
+
+
+async def _ask_local(settings: Settings, body: dict[str, Any]) -> int:
+    from contextlib import AsyncExitStack
+
+    from app.services import build_services
+    from pipelines.answer import start_answer
+    from pipelines.chain import AskInput
+    from pipelines.generators import build_generator
+    from pipelines.types import ChatMessage
+
+    console.print("[dim]starting the model in-process (about a minute on a CPU)...[/]")
+    async with AsyncExitStack() as stack:
+        services = await build_services(settings, stack, start_generator=False)
+        generator = await build_generator(settings)
+        stack.push_async_callback(generator.close)
+        services.set_generator(generator)
+        ask = AskInput(
+            messages=[ChatMessage("user", body["question"])],
+            collection=body["collection"],
+            k=body.get("k"),
+            max_tokens=body.get("max_tokens") or settings.llm.max_tokens,
+            temperature=settings.llm.temperature,
+        )
+        answer = await start_answer(services.require_chain(), ask)
+        try:
+            async for chunk in answer.chunks():
+                out.print(chunk.text, end="", soft_wrap=True, highlight=False, markup=False)
+        finally:
+            await answer.aclose()
+        out.print()
+        _print_sources(answer.sources())
+    return 0
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question.")],
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
+    k: Annotated[int | None, typer.Option("-k", help="How many chunks to retrieve.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Answer length limit.")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="A running ragserve (default http://RAG_SERVER__HOST:RAG_SERVER__PORT)."),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Do not use a server: load the model in this process.")
+    ] = False,
+) -> None:
+    """Ask a question: the answer streams in, then its numbered sources.
+
+    Uses the running service when there is one (fast), else loads the model in-process.
+    """
+    _setup_logging(False)
+    import httpx
+
+    settings = Settings()
+    body: dict[str, Any] = {"question": question, "collection": collection}
+    if k:
+        body["k"] = k
+    if max_tokens:
+        body["max_tokens"] = max_tokens
+    base = url or f"http://{settings.server.host}:{settings.server.port}"
+    try:
+        if local:
+            code = asyncio.run(_ask_local(settings, body))
+        else:
+            try:
+                code = asyncio.run(_ask_remote(base, body))
+            except httpx.ConnectError:
+                if url:
+                    console.print(f"[bold red]error[/]: no ragserve at {url}")
+                    raise typer.Exit(2) from None
+                console.print(f"[dim]no service at {base}[/]")
+                code = asyncio.run(_ask_local(settings, body))
+    except RagError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
+
+
 @app.command()
 def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Documents and chunks per collection."""

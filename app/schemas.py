@@ -98,3 +98,93 @@ class SearchResponse(BaseModel):
 class Health(BaseModel):
     status: str
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=16000)
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"question": "How hot is the surface of Venus?"},
+                {
+                    "messages": [
+                        {"role": "user", "content": "Which planet has the tallest volcano?"},
+                        {"role": "assistant", "content": "Mars, with Olympus Mons [1]."},
+                        {"role": "user", "content": "How high is it?"},
+                    ],
+                    "collection": "default",
+                    "k": 5,
+                    "max_tokens": 200,
+                },
+            ]
+        },
+    )
+
+    question: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4000,
+        description="The question (or give `messages`).",
+    )
+    messages: list[Message] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=50,
+        description="Conversation; the last message is the user's question.",
+    )
+    collection: str | None = None
+    k: int | None = Field(default=None, ge=1, le=50)
+    mode: Literal["dense", "sparse", "hybrid"] | None = None
+    filters: dict[str, FilterValue] | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    model: str | None = Field(default=None, description="Model name or alias (routing).")
+
+    @field_validator("question")
+    @classmethod
+    def _question_not_blank(cls, value: str | None) -> str | None:
+        return None if value is None else not_blank(value)
+
+    @model_validator(mode="after")
+    def _question_or_messages(self) -> AskRequest:
+        if (self.question is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'question' or 'messages'")
+        if self.messages is not None:
+            last = self.messages[-1]
+            if last.role != "user" or not last.content.strip():
+                raise ValueError("the last message must be a non-empty user message")
+            if len(last.content) > 4000:
+                raise ValueError("the last message is longer than 4000 characters")
+        return self
+
+
+class SourceOut(BaseModel):
+    n: int
+    doc_id: str
+    chunk_id: str
+    title: str
+    source: str
+    page: int | None = None
+    score: float
+    text: str
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AskResponse(BaseModel):
+    answer: str
+    sources: list[SourceOut]
+    finish_reason: str
+    usage: UsageOut
+    latency_ms: dict[str, float]
+    query: str = Field(description="The query used for retrieval (rewritten for follow-ups).")

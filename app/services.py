@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
+import time
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pipelines.chain import RagChain
 from pipelines.embedder import SentenceTransformerEmbedder
+from pipelines.errors import GeneratorUnavailable
 from pipelines.ports import Embedder, Generator, VectorStore
 from pipelines.retrieval import RetrievalService
 from pipelines.settings import Settings
@@ -28,10 +31,50 @@ class Services:
     generator: Generator | None = None
     generator_state: GeneratorState = "disabled"
     generator_error: str | None = None
+    chain: RagChain | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def set_generator(self, generator: Generator) -> None:
+        self.generator = generator
+        self.chain = RagChain(self.retrieval, generator)
+        self.generator_state = "ready"
 
-async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+    def require_chain(self) -> RagChain:
+        if self.chain is None:
+            detail = {
+                "starting": "the language model is still starting; retry in a few seconds",
+                "failed": f"the language model failed to start: {self.generator_error}",
+                "disabled": "no language model is configured for this service",
+            }[self.generator_state if self.generator_state != "ready" else "disabled"]
+            raise GeneratorUnavailable(detail)
+        return self.chain
+
+
+async def _start_generator(services: Services, stack: AsyncExitStack) -> None:
+    from pipelines.generators import build_generator
+
+    started = time.perf_counter()
+    try:
+        generator = await build_generator(services.settings)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        services.generator_state = "failed"
+        services.generator_error = f"{type(exc).__name__}: {exc}"
+        log.exception("the generator failed to start")
+        return
+    stack.push_async_callback(generator.close)
+    services.set_generator(generator)
+    log.info(
+        "generator ready (%s) in %.1fs",
+        ", ".join(generator.model_names),
+        time.perf_counter() - started,
+    )
+
+
+async def build_services(
+    settings: Settings, stack: AsyncExitStack, *, start_generator: bool = True
+) -> Services:
     embedder = SentenceTransformerEmbedder(settings.embedding)
     store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
     stack.push_async_callback(store.close)
@@ -46,4 +89,17 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
         max_k=settings.retrieval.max_k,
         default_mode=settings.retrieval.mode,
     )
-    return Services(settings=settings, embedder=embedder, store=store, retrieval=retrieval)
+    services = Services(settings=settings, embedder=embedder, store=store, retrieval=retrieval)
+    if start_generator:
+        # Search serves at once; answers follow when the (possibly slow) generator is up.
+        services.generator_state = "starting"
+        task = asyncio.create_task(_start_generator(services, stack), name="generator-start")
+        services._tasks.append(task)
+
+        async def stop_task() -> None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+        stack.push_async_callback(stop_task)
+    return services

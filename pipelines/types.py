@@ -82,6 +82,27 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """A retrieved chunk as cited in an answer: `[n]` in the text refers to `n`."""
+
+    n: int
+    hit: Hit
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.hit.payload
+        return {
+            "n": self.n,
+            "doc_id": p.get("doc_id", ""),
+            "chunk_id": self.hit.chunk_id,
+            "title": p.get("title", ""),
+            "source": p.get("source", ""),
+            "page": p.get("page"),
+            "score": self.hit.score,
+            "text": self.hit.text,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Range:
     gt: float | None = None
     gte: float | None = None
