@@ -118,3 +118,9 @@ async def test_openapi_documents_search(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert "/v1/search" in spec["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_collections_are_listed_with_counts(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/collections")
+    assert r.status_code == 200
+    assert r.json()["collections"] == [{"name": "default", "documents": 3, "chunks": 4}]
