@@ -27,10 +27,14 @@ def request_id(request: Request) -> str:
 def envelope(
     code: str, message: str, rid: str, retryable: bool = False, **extra: Any
 ) -> dict[str, Any]:
+    # A superset of OpenAI's error object (message, type, param, code): SDKs read it as-is.
+    kind = "server_error" if retryable or code == "internal_error" else "invalid_request_error"
     return {
         "error": {
             "code": code,
             "message": message,
+            "type": kind,
+            "param": None,
             "request_id": rid,
             "retryable": retryable,
             **extra,
@@ -65,7 +69,13 @@ def install_error_handlers(app: FastAPI) -> None:
         details = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
         message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
         return JSONResponse(
-            envelope("invalid_request", message, request_id(request), details=details),
+            envelope(
+                "invalid_request",
+                message,
+                request_id(request),
+                details=details,
+                param=details[0]["field"] if details else None,
+            ),
             status_code=422,
         )
 

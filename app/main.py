@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from app.errors import install_error_handlers, request_id
-from app.routes import ask, collections, health, search
+from app.routes import ask, collections, health, openai_compat, search
 from app.services import Services, build_services
 from pipelines.settings import Settings
 
@@ -47,4 +47,5 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(search.router)
     app.include_router(ask.router)
     app.include_router(collections.router)
+    app.include_router(openai_compat.router)
     return app

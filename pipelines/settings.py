@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "dev"
     data_dir: Path = Path("./data")
     default_collection: str = "default"
+    # OpenAI-compatible model names mapped to collections, e.g. {"docs": "manuals"}.
+    openai_model_aliases: dict[str, str] = Field(default_factory=dict)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)

@@ -20,8 +20,11 @@ class CollectionList(BaseModel):
     collections: list[CollectionOut]
 
 
-@router.get("/v1/collections", response_model=CollectionList,
-            summary="List collections with their document and chunk counts")
+@router.get(
+    "/v1/collections",
+    response_model=CollectionList,
+    summary="List collections with their document and chunk counts",
+)
 async def list_collections(services: ServicesDep) -> CollectionList:
     rows = []
     for name in await services.store.list_collections():
