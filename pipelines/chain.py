@@ -1,4 +1,4 @@
-"""The RAG chain: (rewrite follow-up) → LangChain retriever → pack numbered sources → prompt → stream.
+"""The RAG chain: rewrite follow-ups → LangChain retriever → numbered sources → prompt → stream.
 
 Retrieval and prompting are LangChain runnables (the retriever over our store port and a
 ChatPromptTemplate); generation streams straight from the Generator port so that no framework

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible endpoint, driven by clients no one here wrote: openai SDK and ChatOpenAI."""
+"""The OpenAI-compatible endpoint, driven by clients we did not write: openai SDK, ChatOpenAI."""
 
 from __future__ import annotations
 
