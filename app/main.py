@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from app.errors import install_error_handlers, request_id
+from app.metrics import install_metrics
 from app.routes import ask, collections, health, openai_compat, search
 from app.services import Services, build_services
 from pipelines.settings import Settings
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_metrics(app)
 
     @app.middleware("http")
     async def add_request_id(

@@ -124,3 +124,9 @@ async def test_collections_are_listed_with_counts(client: httpx.AsyncClient) -> 
     r = await client.get("/v1/collections")
     assert r.status_code == 200
     assert r.json()["collections"] == [{"name": "default", "documents": 3, "chunks": 4}]
+
+
+async def test_metrics_count_requests_per_route(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/search", json={"query": "coffee"})
+    text = (await client.get("/metrics")).text
+    assert 'ragserve_requests_total{method="POST",route="/v1/search",status="200"} 1.0' in text

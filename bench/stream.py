@@ -1,0 +1,253 @@
+"""Streaming benchmark: TTFT and tokens/s through /v1/ask/stream vs the same prompts sent
+straight to the same vLLM OpenAI server, for N concurrent streams, in one run.
+
+    .venv/bin/python bench/stream.py --out bench/results/stream.json
+
+It starts a vLLM OpenAI server (the bundled SmolLM2 unless --model), ingests samples/ into a
+temp data dir, starts `rag serve` against that server, and measures both paths with the
+identical prompts (built by the same chain code the service uses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+QUESTIONS = [
+    "How hot is the surface of Venus?",
+    "Which planet has the tallest volcano?",
+    "How much coffee per litre of water?",
+    "What grind size suits a French press?",
+    "How do I point ragserve at a Qdrant server?",
+    "What does make run do?",
+    "What are Saturn's rings made of?",
+    "How long does espresso take to brew?",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(url)
+
+
+async def one_service(client: httpx.AsyncClient, question: str, max_tokens: int
+                      ) -> dict[str, float]:
+    t0 = time.perf_counter()
+    ttft = None
+    tokens = 0
+    retrieval = 0.0
+    body = {"question": question, "max_tokens": max_tokens, "temperature": 0}
+    async with client.stream("POST", "/v1/ask/stream", json=body) as r:
+        r.raise_for_status()
+        event = ""
+        async for line in r.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "token":
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+                tokens += 1
+            elif line.startswith("data:") and event == "done":
+                retrieval = json.loads(line[5:])["latency_ms"]["retrieval"] / 1000
+    total = time.perf_counter() - t0
+    return {"ttft": ttft or total, "total": total, "tokens": tokens, "retrieval": retrieval}
+
+
+async def one_direct(client: httpx.AsyncClient, model: str, messages: list[dict[str, str]],
+                     max_tokens: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    ttft = None
+    tokens = 0
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0,
+            "stream": True}
+    async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            delta = json.loads(line[5:])["choices"]
+            if delta and delta[0]["delta"].get("content"):
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+                tokens += 1
+    total = time.perf_counter() - t0
+    return {"ttft": ttft or total, "total": total, "tokens": tokens, "retrieval": 0.0}
+
+
+def summarize(runs: list[dict[str, float]], wall: float) -> dict[str, float]:
+    ttfts = sorted(r["ttft"] for r in runs)
+    return {
+        "ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1),
+        "ttft_max_ms": round(ttfts[-1] * 1000, 1),
+        "retrieval_p50_ms": round(statistics.median(r["retrieval"] for r in runs) * 1000, 1),
+        "tokens": int(sum(r["tokens"] for r in runs)),
+        "tokens_per_s": round(sum(r["tokens"] for r in runs) / wall, 2),
+        "wall_s": round(wall, 2),
+    }
+
+
+async def prompts_for(questions: list[str], data_dir: Path, base_url: str, model: str
+                      ) -> list[list[dict[str, str]]]:
+    """The exact messages the service sends upstream, built by the same chain code."""
+    os.environ["RAG_DATA_DIR"] = str(data_dir)
+    from pipelines.chain import AskInput, RagChain
+    from pipelines.embedder import SentenceTransformerEmbedder
+    from pipelines.generators.openai_server import OpenAIServerGenerator
+    from pipelines.retrieval import RetrievalService
+    from pipelines.settings import Settings
+    from pipelines.sparse import QdrantBm25Encoder
+    from pipelines.stores import build_store
+    from pipelines.types import ChatMessage
+
+    settings = Settings(llm={"base_url": base_url, "model": model})  # type: ignore[arg-type]
+    embedder = SentenceTransformerEmbedder(settings.embedding)
+    store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
+    generator = OpenAIServerGenerator(settings.llm)
+    chain = RagChain(RetrievalService(store, embedder, QdrantBm25Encoder()), generator)
+    out = []
+    try:
+        for q in questions:
+            prepared = await chain.prepare(AskInput(messages=[ChatMessage("user", q)],
+                                                    collection="default", max_tokens=64))
+            out.append([{"role": m.role, "content": m.content} for m in prepared.prompt])
+    finally:
+        await store.close()  # the service process opens the shard after this
+        await generator.close()
+    return out
+
+
+async def measure(args: argparse.Namespace, service_url: str, vllm_url: str, model: str,
+                  prompts: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
+    results = []
+    limits = httpx.Limits(max_connections=64)
+    timeout = httpx.Timeout(600)
+    async with httpx.AsyncClient(base_url=service_url, limits=limits, timeout=timeout) as svc, \
+            httpx.AsyncClient(base_url=vllm_url, limits=limits, timeout=timeout) as direct:
+        await one_service(svc, QUESTIONS[0], 4)  # warm both paths
+        await one_direct(direct, model, prompts[0], 4)
+        for n in args.concurrency:
+            idx = [i % len(QUESTIONS) for i in range(n)]
+            for path in ("direct", "service"):
+                t0 = time.perf_counter()
+                if path == "service":
+                    runs = await asyncio.gather(*(one_service(svc, QUESTIONS[i], args.max_tokens)
+                                                  for i in idx))
+                else:
+                    runs = await asyncio.gather(*(one_direct(direct, model, prompts[i],
+                                                             args.max_tokens) for i in idx))
+                row = {"concurrency": n, "path": path,
+                       **summarize(list(runs), time.perf_counter() - t0)}
+                print(json.dumps(row), file=sys.stderr)
+                results.append(row)
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--model", default=None, help="HF model dir/name (default: bundled)")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    from pipelines.generators.weights import resolve_model
+    from pipelines.settings import BUNDLED_MODEL, Settings
+
+    model_path = args.model or resolve_model(BUNDLED_MODEL, Settings().model_dir)
+    served = "bench-model"
+    tmp = Path(tempfile.mkdtemp(prefix="ragbench-"))
+    vllm_port, svc_port = free_port(), free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    vllm = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
+         "--served-model-name", served, "--enforce-eager", "--max-model-len", "2048",
+         "--host", "127.0.0.1", "--port", str(vllm_port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "vllm.log", "wb"))
+    svc = None
+    try:
+        rag_env = {**os.environ, "RAG_DATA_DIR": str(tmp / "data"),
+                   "RAG_LLM__BASE_URL": f"http://127.0.0.1:{vllm_port}",
+                   "RAG_LLM__MODEL": served}
+        subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(REPO / "samples")],
+                       env=rag_env, check=True, cwd=REPO, capture_output=True)
+        wait_http(f"http://127.0.0.1:{vllm_port}/health", vllm, 600)
+        vllm_url = f"http://127.0.0.1:{vllm_port}"
+        prompts = asyncio.run(prompts_for(QUESTIONS, tmp / "data", vllm_url, served))
+        svc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(svc_port)], env=rag_env,
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp / "service.log", "wb"))
+        service_url = f"http://127.0.0.1:{svc_port}"
+        wait_http(service_url + "/readyz", svc, 120)
+        for _ in range(120):  # the generator client comes up right after the store
+            if httpx.get(service_url + "/readyz").json()["details"]["generator"] == "ready":
+                break
+            time.sleep(0.5)
+        rows = asyncio.run(measure(args, service_url, vllm_url, served, prompts))
+    finally:
+        for p in (svc, vllm):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    comparison = []
+    for n in args.concurrency:
+        d = next(r for r in rows if r["concurrency"] == n and r["path"] == "direct")
+        s = next(r for r in rows if r["concurrency"] == n and r["path"] == "service")
+        comparison.append({
+            "concurrency": n,
+            "added_ttft_beyond_retrieval_ms": round(
+                s["ttft_p50_ms"] - s["retrieval_p50_ms"] - d["ttft_p50_ms"], 1),
+            "throughput_ratio": round(s["tokens_per_s"] / d["tokens_per_s"], 3)
+            if d["tokens_per_s"] else None,
+        })
+    report = {
+        "benchmark": "stream", "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "model": model_path, "max_tokens": args.max_tokens, "rows": rows,
+        "comparison": comparison,
+        "targets": {"added_ttft_ms_max": 5, "throughput_ratio_min": 0.95},
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
