@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from app.services import Services
+from ingest.job import build_pipeline
 from pipelines.embedder import SentenceTransformerEmbedder
+from pipelines.retrieval import RetrievalService
 from pipelines.settings import EmbeddingSettings, Settings
+from pipelines.sparse import QdrantBm25Encoder
+from pipelines.stores.edge import EdgeStore
 
 REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +41,15 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
+
+
+@pytest.fixture
+async def services(
+    settings: Settings, embedder: SentenceTransformerEmbedder
+) -> AsyncIterator[Services]:
+    """The service's parts over a real Edge store holding the sample documents (no generator)."""
+    store = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
+    await build_pipeline(settings, store, embedder).run([SAMPLES], "default")
+    retrieval = RetrievalService(store, embedder, QdrantBm25Encoder())
+    yield Services(settings=settings, embedder=embedder, store=store, retrieval=retrieval)
+    await store.close()

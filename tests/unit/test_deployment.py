@@ -38,10 +38,24 @@ def test_compose_environment_is_understood_by_settings(monkeypatch: pytest.Monke
 
 def test_docker_compose_config_accepts_the_file() -> None:
     docker = shutil.which("docker")
-    probe = subprocess.run([docker or "docker", "compose", "version"], capture_output=True,
-                           check=False) if docker else None
+    probe = (
+        subprocess.run([docker or "docker", "compose", "version"], capture_output=True, check=False)
+        if docker
+        else None
+    )
     if probe is None or probe.returncode != 0:
         pytest.skip("docker compose plugin not installed (the structure is checked above)")
-    r = subprocess.run([docker or "docker", "compose", "-f", str(REPO / "docker-compose.yml"),
-                        "config", "--quiet"], capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [
+            docker or "docker",
+            "compose",
+            "-f",
+            str(REPO / "docker-compose.yml"),
+            "config",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr

@@ -1,0 +1,209 @@
+"""Generator adapter running vLLM in-process (AsyncLLM): the embedded default, CPU or GPU."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any, Literal
+
+from pipelines.errors import (
+    ConfigError,
+    GenerationFailed,
+    GeneratorUnavailable,
+    InvalidInput,
+    NotFound,
+    RagError,
+)
+from pipelines.generators.weights import resolve_model
+from pipelines.settings import LLMSettings
+from pipelines.types import GenerationChunk, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+_KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+
+
+class VllmEngineGenerator:
+    """Streams chat answers from an in-process vLLM engine; build it with `start()`."""
+
+    def __init__(self, engine: Any, tokenizer: Any, *, name: str, max_model_len: int) -> None:
+        # Use `start()`: it resolves the weights and builds the engine off the event loop.
+        self._engine = engine
+        self._tokenizer = tokenizer
+        self._name = name
+        self._max_model_len = max_model_len
+        self._closed = False
+
+    @classmethod
+    async def start(cls, settings: LLMSettings, cache_dir: Path) -> VllmEngineGenerator:
+        """Resolve the model (converting the bundled GGUF once) and start the engine."""
+        model_path = await asyncio.to_thread(resolve_model, settings.model, cache_dir)
+        await asyncio.to_thread(_import_vllm)
+        began = time.perf_counter()
+        engine, tokenizer = await asyncio.to_thread(_build_engine, settings, model_path)
+        log.info("vLLM engine ready with %s in %.1f s", model_path, time.perf_counter() - began)
+        return cls(engine, tokenizer, name=settings.model, max_model_len=settings.max_model_len)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [self._name]
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_model_len
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    async def ready(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            await self._engine.check_health()
+        except Exception:
+            return False
+        return True
+
+    def active_requests(self) -> int:
+        """Requests the engine still tracks (running or queued); 0 once every stream ended."""
+        if self._closed:
+            return 0
+        return int(self._engine.get_num_unfinished_requests())
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        if self._closed:
+            raise GeneratorUnavailable("the vLLM engine is shut down")
+        if request.model is not None and request.model != self._name:
+            raise NotFound(
+                f"unknown model '{request.model}'; known models: {self._name} "
+                "(the in-process engine serves one model)"
+            )
+        prompt_ids = self._prompt_ids(request)
+        room = self._max_model_len - len(prompt_ids)
+        if room < 1:
+            raise InvalidInput(
+                f"the prompt is {len(prompt_ids)} tokens; the model accepts at most "
+                f"{self._max_model_len - 1} so that at least one token can be generated"
+            )
+        params = SamplingParams(
+            max_tokens=min(request.max_tokens, room),
+            temperature=request.temperature,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        # vLLM aborts by request id: make it unique even when callers reuse theirs.
+        request_id = f"{request.request_id or 'gen'}-{uuid.uuid4().hex[:12]}"
+        outputs = self._engine.generate(_token_prompt(prompt_ids), params, request_id)
+        completion_tokens = 0
+        finished = False
+        try:
+            async for output in outputs:
+                piece = output.outputs[0]
+                completion_tokens += len(piece.token_ids)
+                if piece.text:
+                    yield GenerationChunk(text=piece.text)
+                if output.finished:
+                    finished = True
+                    yield GenerationChunk(
+                        text="",
+                        finish_reason=_finish_reason(piece.finish_reason),
+                        prompt_tokens=len(prompt_ids),
+                        completion_tokens=completion_tokens,
+                    )
+        except (GeneratorExit, asyncio.CancelledError):
+            # The consumer went away: free the engine's slot now, then let the exit proceed.
+            if not finished:
+                await self._engine.abort(request_id)
+            raise
+        except RagError:
+            raise
+        except Exception as exc:
+            if self._engine.errored:
+                raise GeneratorUnavailable(f"the vLLM engine died: {exc}") from exc
+            raise GenerationFailed(f"vLLM generation failed: {exc}") from exc
+        finally:
+            await outputs.aclose()
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        if not request.messages:
+            raise InvalidInput("a generation request needs at least one message")
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        # A short, CPU-cheap call (Rust tokenizer): not worth a thread hop.
+        ids = self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return [int(i) for i in ids]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Synchronous on purpose: in a worker thread the engine's output task would wake on the
+        # dying engine-core socket and log a spurious EngineDeadError before being cancelled.
+        self._engine.shutdown()
+        self._engine = None
+
+
+def _import_vllm() -> None:
+    """Import vLLM (seconds) in a frame that holds nothing.
+
+    vLLM 0.32's first import keeps its caller's frame alive for good; were that the frame that
+    builds the engine, the engine could never be freed and its __del__ would fail at exit.
+    """
+    import vllm.engine.arg_utils
+    import vllm.v1.engine.async_llm  # noqa: F401
+
+
+def _build_engine(settings: LLMSettings, model_path: str) -> tuple[Any, Any]:
+    """Blocking: vLLM loads weights and starts its engine-core process (about a minute on CPU)."""
+    from transformers import AutoTokenizer
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.platforms import current_platform
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    on_cpu = current_platform.is_cpu()
+    if on_cpu:
+        # vLLM reads this when it sizes the KV cache; an operator's own value wins.
+        os.environ.setdefault(_KVCACHE_ENV, str(settings.cpu_kvcache_gib))
+    args: dict[str, Any] = {
+        "model": model_path,
+        "served_model_name": settings.model,
+        "enforce_eager": settings.enforce_eager,
+        "max_model_len": settings.max_model_len,
+        "disable_log_stats": True,
+    }
+    if on_cpu:
+        args["dtype"] = "bfloat16"
+    else:
+        args["gpu_memory_utilization"] = settings.gpu_memory_utilization
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if tokenizer.chat_template is None:
+            raise ConfigError(f"model '{model_path}' has no chat template; use an instruct model")
+        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"vLLM could not load model '{model_path}': {exc}") from exc
+    return engine, tokenizer
+
+
+def _token_prompt(prompt_ids: list[int]) -> Any:
+    """The engine input for pre-tokenized text, in the form this vLLM version prefers."""
+    try:
+        from vllm.inputs.engine import tokens_input
+    except ImportError:  # vLLM before the renderer split takes a TokensPrompt dict
+        return {"prompt_token_ids": prompt_ids}
+    return tokens_input(prompt_ids)
+
+
+def _finish_reason(reason: str | None) -> Literal["stop", "length"]:
+    if reason == "length":
+        return "length"
+    if reason in ("abort", "error"):
+        raise GenerationFailed(f"vLLM ended the generation with '{reason}'")
+    return "stop"  # stop, EOS, a stop string, or vLLM's repetition guard
