@@ -53,10 +53,19 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: $(STAMP) lint ## Set up, lint and run the whole test suite (real model, real Qdrant, real vLLM)
+test: $(STAMP) browser lint ## Set up, lint and run the whole test suite (real model, real Qdrant, real vLLM)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## Only the tests that need no vLLM
+.PHONY: browser
+browser: ## Install Debian's chromium for the browser tests (only when /usr/bin/chromium is missing)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo ">> installing Debian's chromium (browser tests)"; \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	fi
+
+test-fast: $(STAMP) browser ## Only the tests that need no vLLM
 	$(PY) -m pytest -m "not vllm"
 
 bench: $(STAMP) ## Ingest benchmark on SciFact (JSON to bench/results/)

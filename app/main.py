@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 
 from app.errors import install_error_handlers, request_id
 from app.metrics import install_metrics
-from app.routes import ask, collections, health, openai_compat, search
+from app.routes import ask, collections, health, openai_compat, search, ui
 from app.services import Services, build_services
 from pipelines.settings import Settings
 
@@ -50,4 +50,5 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(ask.router)
     app.include_router(collections.router)
     app.include_router(openai_compat.router)
+    app.include_router(ui.router)
     return app

@@ -51,8 +51,9 @@
   function describeError(err, fallback) {
     if (err && typeof err === "object" && err.message) {
       const rid = err.request_id ? ` (request ${err.request_id})` : "";
+      const text = /[.!?]$/.test(err.message) ? err.message : `${err.message}.`;
       const retry = err.retryable ? " Please try again." : "";
-      return `${err.message}${retry}${rid}`;
+      return `${text}${retry}${rid}`;
     }
     return fallback;
   }
@@ -93,6 +94,12 @@
 
   // ---------------------------------------------------------------- Markdown + citations
 
+  const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) => ESCAPES[c]);
+  // Raw HTML in a model's answer is shown as text, never parsed: Markdown is all it may use.
+  window.marked.use({ gfm: true, renderer: { html: (token) => escapeHtml(token.text) } });
+
+  // Belt and braces: whatever Markdown produces still goes through DOMPurify.
   const PURIFY = {
     FORBID_TAGS: ["style", "img", "form", "input", "button", "textarea", "select", "iframe"],
     FORBID_ATTR: ["style"],
@@ -110,7 +117,8 @@
   function linkCitations(root, sourceCount) {
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
       acceptNode(node) {
-        if (node.parentElement.closest("code, pre, a")) return NodeFilter.FILTER_REJECT;
+        const parent = node.parentElement; // null for text at the top of the fragment
+        if (parent && parent.closest("code, pre, a")) return NodeFilter.FILTER_REJECT;
         CITATION.lastIndex = 0;
         return CITATION.test(node.nodeValue) ? NodeFilter.FILTER_ACCEPT : NodeFilter.FILTER_SKIP;
       },
@@ -144,7 +152,7 @@
   }
 
   function renderMarkdown(target, text, sourceCount) {
-    const html = window.marked.parse(text, { gfm: true, breaks: false, async: false });
+    const html = window.marked.parse(text, { async: false });
     const clean = window.DOMPurify.sanitize(html, { ...PURIFY, RETURN_DOM_FRAGMENT: true });
     linkCitations(clean, sourceCount);
     target.replaceChildren(clean);
@@ -192,6 +200,7 @@
       li.append(head, meta, snip);
       list.append(li);
     }
+    box.querySelector("summary").textContent = `Sources (${turn.sources.length})`;
     box.hidden = turn.sources.length === 0;
   }
 
@@ -200,7 +209,10 @@
     if (!s) return;
     for (const li of document.querySelectorAll(".source.active")) li.classList.remove("active");
     const li = turn.el.querySelector(`.source[data-n="${n}"]`);
-    if (li) li.classList.add("active");
+    if (li) {
+      li.classList.add("active");
+      li.closest("details").open = true;
+    }
     els.viewerN.textContent = String(n);
     els.viewerTitle.textContent = s.title || s.source || s.doc_id;
     els.viewerMeta.textContent = describeSource(s);
@@ -216,6 +228,8 @@
   // ---------------------------------------------------------------- a turn of the chat
 
   function newTurn(question) {
+    // Earlier answers fold their sources away; the newest one shows its own.
+    for (const d of els.conversation.querySelectorAll(".sources-box")) d.open = false;
     const el = els.template.content.firstElementChild.cloneNode(true);
     el.querySelector(".question").textContent = question;
     els.empty.hidden = true;

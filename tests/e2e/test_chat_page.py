@@ -1,0 +1,195 @@
+"""The chat page in headless Chromium against a real server: stream, cite, stop, errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from tests.e2e.conftest import LiveServer
+from tests.fakes import ScriptedGenerator
+
+pytestmark = pytest.mark.slow
+
+VENUS = ["Venus ", "has ", "the ", "hottest ", "surface: ", "about ", "**464 ", "degrees "]
+VENUS += ["Celsius** ", "[1]", "."]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s}s: {condition}")
+        time.sleep(0.05)
+
+
+def ask(page: Page, question: str) -> Locator:
+    """Type a question, press Ask, and return the new turn."""
+    turns = page.locator("article.turn")
+    before = turns.count()
+    page.get_by_label("Your question").fill(question)
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(turns).to_have_count(before + 1)
+    return turns.nth(before)
+
+
+def answer_growth(page: Page, turn: Locator, timeout_s: float = 15.0) -> list[int]:
+    """The answer's text length at each change seen while the turn was still streaming."""
+    lengths: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state, text = turn.evaluate(
+            "t => [t.dataset.state, t.querySelector('.answer').textContent]"
+        )
+        if state != "streaming":
+            return lengths
+        if text and (not lengths or len(text) != lengths[-1]):
+            lengths.append(len(text))
+        time.sleep(0.03)
+    raise AssertionError(f"the answer was still streaming after {timeout_s}s")
+
+
+def test_page_streams_an_answer_with_sources_and_citations(
+    page: Page, live_server: LiveServer, generator: ScriptedGenerator, tmp_path: Path
+) -> None:
+    generator.tokens, generator.delay_s = VENUS, 0.12
+    response = page.goto("/")
+    assert response is not None and response.ok
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    expect(page).to_have_title("ragserve — ask your documents")
+    collection = page.get_by_label("Collection")
+    expect(collection).to_have_value("default")
+    expect(collection.locator("option", has_text="default")).to_have_count(1)
+
+    turn = ask(page, "How hot is Venus?")
+    growth = answer_growth(page, turn)
+    assert len(growth) >= 3, f"tokens did not arrive one by one: {growth}"
+    assert growth == sorted(growth), growth
+
+    expect(turn).to_have_attribute("data-state", "done")
+    answer = turn.locator(".answer")
+    expect(answer).to_have_attribute("aria-live", "polite")
+    expect(answer).to_have_attribute("aria-busy", "false")
+    expect(answer.locator("strong")).to_have_text("464 degrees Celsius")  # Markdown rendered
+    expect(turn.locator(".status")).to_contain_text("Done")
+
+    sources = turn.locator("li.source")
+    assert sources.count() >= 1
+    first = sources.first
+    expect(first.locator(".badge")).to_have_text("1")
+    expect(first.locator(".source-title")).to_have_text("The Solar System: a short field guide")
+    expect(first.locator(".meta")).to_contain_text("solar-system.html")
+    expect(first.locator(".snippet")).not_to_be_empty()
+    for title in sources.locator(".source-title").all_inner_texts():
+        assert title.strip()
+
+    viewer = page.locator("#viewer-text")
+    expect(viewer).to_be_hidden()
+    answer.get_by_role("button", name="Show source 1", exact=True).click()
+    expect(viewer).to_be_visible()
+    expect(viewer).to_contain_text("464 degrees")
+    expect(page.locator("#viewer-doc-title")).to_have_text("The Solar System: a short field guide")
+    expect(first).to_have_class("source active")
+    expect(page.get_by_role("alert")).to_be_hidden()
+
+    page.screenshot(path=tmp_path / "chat.png", full_page=True)
+
+
+def test_stop_aborts_the_stream_and_the_generation(
+    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+) -> None:
+    page.goto("/")
+    expect(page.get_by_label("Collection")).to_have_value("default")
+    first = ask(page, "How hot is Venus?")
+    expect(first).to_have_attribute("data-state", "done")
+    stop = page.get_by_role("button", name="Stop", exact=True)
+    expect(stop).to_be_disabled()
+
+    # A long, slow follow-up: the page sends the conversation; the rewrite answers at once.
+    generator.tokens, generator.delay_s = ["word "] * 400, 0.05
+    generator.rewrite_to = "How hot is the surface of Venus?"
+    second = ask(page, "Why is it so hot?")
+    expect(second.locator(".answer")).to_contain_text("word word")
+    expect(stop).to_be_enabled()
+    stop.click()
+
+    expect(second).to_have_attribute("data-state", "stopped")
+    expect(second.locator(".status")).to_have_text("Stopped.")
+    expect(stop).to_be_disabled()
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+    wait_until(lambda: len(generator.aborted) == 1, timeout_s=10)
+    final = generator.requests[-1]
+    assert generator.aborted == [final.request_id]
+    assert generator.active == set()
+    assert [m.role for m in final.messages] == ["system", "user", "assistant", "user"]
+    assert final.messages[-1].content == "Why is it so hot?"
+
+    stopped_at = second.locator(".answer").inner_text()
+    time.sleep(0.5)
+    assert second.locator(".answer").inner_text() == stopped_at
+    assert stopped_at.count("word") < 400
+    expect(page.get_by_role("alert")).to_be_hidden()
+
+
+def test_error_event_mid_stream_is_shown(
+    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+) -> None:
+    generator.fail_after = 2
+    page.goto("/")
+    turn = ask(page, "How hot is Venus?")
+    expect(turn).to_have_attribute("data-state", "error")
+    expect(page.get_by_role("alert")).to_contain_text("upstream generator died mid-stream")
+    expect(turn.locator(".answer")).to_have_text("Venus is")
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+
+
+def test_error_before_the_stream_is_shown_from_the_json_envelope(
+    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+) -> None:
+    generator.fail_before_first = True
+    page.goto("/")
+    turn = ask(page, "How hot is Venus?")
+    expect(turn).to_have_attribute("data-state", "error")
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("upstream generator is down")
+    expect(alert).to_contain_text("Please try again.")  # 503 is retryable
+
+
+def test_model_html_in_the_answer_is_shown_as_text(
+    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+) -> None:
+    generator.tokens = [
+        "<img src=x onerror=\"document.title='owned'\">",
+        "<script>",
+        "x()",
+        "</script>",
+    ]
+    generator.tokens += ["Plain *text* [1] and [99]."]
+    page.goto("/")
+    turn = ask(page, "How hot is Venus?")
+    expect(turn).to_have_attribute("data-state", "done")
+    answer = turn.locator(".answer")
+    expect(answer.locator("em")).to_have_text("text")
+    assert answer.locator("img, script").count() == 0
+    expect(answer).to_contain_text("<script>x()</script>")  # shown as text, not run
+    expect(answer.locator("button.cite")).to_have_count(1)  # [99] names no source: plain text
+    expect(answer).to_contain_text("[99]")
+    expect(page).to_have_title("ragserve — ask your documents")
+
+
+def test_static_files_serve_the_page_assets_only(live_server: LiveServer) -> None:
+    with httpx.Client(base_url=live_server.url, timeout=10) as client:
+        for name in ("app.js", "style.css", "marked.umd.js", "purify.min.js"):
+            r = client.get(f"/static/{name}")
+            assert r.status_code == 200, name
+            assert r.headers["cache-control"] == "no-cache"
+        assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+        for bad in ("/static/nope.js", "/static/%2e%2e/main.py", "/static/..%2froutes/ui.py"):
+            r = client.get(bad)
+            assert r.status_code == 404, bad
+            assert r.json()["error"]["code"] == "not_found"
+        assert "/" not in client.get("/openapi.json").json()["paths"]
