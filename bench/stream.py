@@ -62,8 +62,9 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     raise TimeoutError(url)
 
 
-async def one_service(client: httpx.AsyncClient, question: str, max_tokens: int
-                      ) -> dict[str, float]:
+async def one_service(
+    client: httpx.AsyncClient, question: str, max_tokens: int
+) -> dict[str, float]:
     t0 = time.perf_counter()
     ttft = None
     tokens = 0
@@ -85,13 +86,19 @@ async def one_service(client: httpx.AsyncClient, question: str, max_tokens: int
     return {"ttft": ttft or total, "total": total, "tokens": tokens, "retrieval": retrieval}
 
 
-async def one_direct(client: httpx.AsyncClient, model: str, messages: list[dict[str, str]],
-                     max_tokens: int) -> dict[str, float]:
+async def one_direct(
+    client: httpx.AsyncClient, model: str, messages: list[dict[str, str]], max_tokens: int
+) -> dict[str, float]:
     t0 = time.perf_counter()
     ttft = None
     tokens = 0
-    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0,
-            "stream": True}
+    body = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
     async with client.stream("POST", "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
@@ -118,8 +125,9 @@ def summarize(runs: list[dict[str, float]], wall: float) -> dict[str, float]:
     }
 
 
-async def prompts_for(questions: list[str], data_dir: Path, base_url: str, model: str
-                      ) -> list[list[dict[str, str]]]:
+async def prompts_for(
+    questions: list[str], data_dir: Path, base_url: str, model: str
+) -> list[list[dict[str, str]]]:
     """The exact messages the service sends upstream, built by the same chain code."""
     os.environ["RAG_DATA_DIR"] = str(data_dir)
     from pipelines.chain import AskInput, RagChain
@@ -139,8 +147,9 @@ async def prompts_for(questions: list[str], data_dir: Path, base_url: str, model
     out = []
     try:
         for q in questions:
-            prepared = await chain.prepare(AskInput(messages=[ChatMessage("user", q)],
-                                                    collection="default", max_tokens=64))
+            prepared = await chain.prepare(
+                AskInput(messages=[ChatMessage("user", q)], collection="default", max_tokens=64)
+            )
             out.append([{"role": m.role, "content": m.content} for m in prepared.prompt])
     finally:
         await store.close()  # the service process opens the shard after this
@@ -148,13 +157,20 @@ async def prompts_for(questions: list[str], data_dir: Path, base_url: str, model
     return out
 
 
-async def measure(args: argparse.Namespace, service_url: str, vllm_url: str, model: str,
-                  prompts: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
+async def measure(
+    args: argparse.Namespace,
+    service_url: str,
+    vllm_url: str,
+    model: str,
+    prompts: list[list[dict[str, str]]],
+) -> list[dict[str, Any]]:
     results = []
     limits = httpx.Limits(max_connections=64)
     timeout = httpx.Timeout(600)
-    async with httpx.AsyncClient(base_url=service_url, limits=limits, timeout=timeout) as svc, \
-            httpx.AsyncClient(base_url=vllm_url, limits=limits, timeout=timeout) as direct:
+    async with (
+        httpx.AsyncClient(base_url=service_url, limits=limits, timeout=timeout) as svc,
+        httpx.AsyncClient(base_url=vllm_url, limits=limits, timeout=timeout) as direct,
+    ):
         await one_service(svc, QUESTIONS[0], 4)  # warm both paths
         await one_direct(direct, model, prompts[0], 4)
         for n in args.concurrency:
@@ -162,13 +178,18 @@ async def measure(args: argparse.Namespace, service_url: str, vllm_url: str, mod
             for path in ("direct", "service"):
                 t0 = time.perf_counter()
                 if path == "service":
-                    runs = await asyncio.gather(*(one_service(svc, QUESTIONS[i], args.max_tokens)
-                                                  for i in idx))
+                    runs = await asyncio.gather(
+                        *(one_service(svc, QUESTIONS[i], args.max_tokens) for i in idx)
+                    )
                 else:
-                    runs = await asyncio.gather(*(one_direct(direct, model, prompts[i],
-                                                             args.max_tokens) for i in idx))
-                row = {"concurrency": n, "path": path,
-                       **summarize(list(runs), time.perf_counter() - t0)}
+                    runs = await asyncio.gather(
+                        *(one_direct(direct, model, prompts[i], args.max_tokens) for i in idx)
+                    )
+                row = {
+                    "concurrency": n,
+                    "path": path,
+                    **summarize(list(runs), time.perf_counter() - t0),
+                }
                 print(json.dumps(row), file=sys.stderr)
                 results.append(row)
     return results
@@ -190,24 +211,54 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ragbench-"))
     vllm_port, svc_port = free_port(), free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
-    vllm = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
-         "--served-model-name", served, "--enforce-eager", "--max-model-len", "2048",
-         "--host", "127.0.0.1", "--port", str(vllm_port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "vllm.log", "wb"))
+    with (tmp / "vllm.log").open("wb") as log:
+        vllm = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                model_path,
+                "--served-model-name",
+                served,
+                "--enforce-eager",
+                "--max-model-len",
+                "2048",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(vllm_port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     svc = None
     try:
-        rag_env = {**os.environ, "RAG_DATA_DIR": str(tmp / "data"),
-                   "RAG_LLM__BASE_URL": f"http://127.0.0.1:{vllm_port}",
-                   "RAG_LLM__MODEL": served}
-        subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(REPO / "samples")],
-                       env=rag_env, check=True, cwd=REPO, capture_output=True)
+        rag_env = {
+            **os.environ,
+            "RAG_DATA_DIR": str(tmp / "data"),
+            "RAG_LLM__BASE_URL": f"http://127.0.0.1:{vllm_port}",
+            "RAG_LLM__MODEL": served,
+        }
+        subprocess.run(
+            [sys.executable, "-m", "app.cli", "ingest", str(REPO / "samples")],
+            env=rag_env,
+            check=True,
+            cwd=REPO,
+            capture_output=True,
+        )
         wait_http(f"http://127.0.0.1:{vllm_port}/health", vllm, 600)
         vllm_url = f"http://127.0.0.1:{vllm_port}"
         prompts = asyncio.run(prompts_for(QUESTIONS, tmp / "data", vllm_url, served))
-        svc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(svc_port)], env=rag_env,
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp / "service.log", "wb"))
+        with (tmp / "service.log").open("wb") as log:
+            svc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve", "--port", str(svc_port)],
+                env=rag_env,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         service_url = f"http://127.0.0.1:{svc_port}"
         wait_http(service_url + "/readyz", svc, 120)
         for _ in range(120):  # the generator client comes up right after the store
@@ -228,17 +279,24 @@ def main() -> None:
     for n in args.concurrency:
         d = next(r for r in rows if r["concurrency"] == n and r["path"] == "direct")
         s = next(r for r in rows if r["concurrency"] == n and r["path"] == "service")
-        comparison.append({
-            "concurrency": n,
-            "added_ttft_beyond_retrieval_ms": round(
-                s["ttft_p50_ms"] - s["retrieval_p50_ms"] - d["ttft_p50_ms"], 1),
-            "throughput_ratio": round(s["tokens_per_s"] / d["tokens_per_s"], 3)
-            if d["tokens_per_s"] else None,
-        })
+        comparison.append(
+            {
+                "concurrency": n,
+                "added_ttft_beyond_retrieval_ms": round(
+                    s["ttft_p50_ms"] - s["retrieval_p50_ms"] - d["ttft_p50_ms"], 1
+                ),
+                "throughput_ratio": round(s["tokens_per_s"] / d["tokens_per_s"], 3)
+                if d["tokens_per_s"]
+                else None,
+            }
+        )
     report = {
-        "benchmark": "stream", "date": time.strftime("%Y-%m-%d"),
+        "benchmark": "stream",
+        "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        "model": model_path, "max_tokens": args.max_tokens, "rows": rows,
+        "model": model_path,
+        "max_tokens": args.max_tokens,
+        "rows": rows,
         "comparison": comparison,
         "targets": {"added_ttft_ms_max": 5, "throughput_ratio_min": 0.95},
     }
