@@ -345,6 +345,11 @@ def serve(
     )
 
 
+from app.evaluate import eval_app  # noqa: E402  (its commands import this module lazily)
+
+app.add_typer(eval_app, name="eval")
+
+
 def main() -> None:
     try:
         app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterator
@@ -29,7 +30,10 @@ class Chunker:
     def __init__(
         self, count_tokens: Callable[[str], int], chunk_tokens: int, overlap_tokens: int
     ) -> None:
-        self._count = count_tokens
+        # The recursive splitter measures each piece about three times (split, merge, overlap
+        # pop); tokenizing once per distinct piece keeps chunking off the embedder's cores.
+        count = functools.lru_cache(maxsize=2048)(count_tokens)
+        self._count = count
         self.chunk_tokens = chunk_tokens
         overlap = min(overlap_tokens, chunk_tokens // 4)
 
@@ -38,7 +42,7 @@ class Chunker:
                 separators=separators,
                 chunk_size=chunk_tokens,
                 chunk_overlap=overlap,
-                length_function=count_tokens,
+                length_function=count,
                 add_start_index=True,
                 strip_whitespace=True,
             )

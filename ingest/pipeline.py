@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 
 from ingest.chunking import Chunker
 from ingest.loaders import LoadedDocument, LoadError, LoadFailure, discover, load_file
 from pipelines.identity import chunk_point_id, content_hash, document_id
 from pipelines.ports import Embedder, SparseEncoder, VectorStore
-from pipelines.types import Chunk, DocState, EmbeddedChunk
+from pipelines.types import Chunk, DocState, EmbeddedChunk, SparseVector
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -161,6 +162,9 @@ class IngestPipeline:
         finally:
             out.put(_END)
 
+    def _encode(self, texts: list[str]) -> tuple[list[list[float]], list[SparseVector]]:
+        return self._embedder.embed_documents(texts), self._sparse.encode_documents(texts)
+
     # -- the run --------------------------------------------------------------------------
 
     async def run(
@@ -199,8 +203,7 @@ class IngestPipeline:
             if not batch:
                 return
             texts = [c.text for c in batch]
-            dense = await anyio.to_thread.run_sync(self._embedder.embed_documents, texts)
-            sparse = await anyio.to_thread.run_sync(self._sparse.encode_documents, texts)
+            dense, sparse = await anyio.to_thread.run_sync(self._encode, texts)
             await self._store.upsert(
                 collection,
                 [EmbeddedChunk(c, d, s) for c, d, s in zip(batch, dense, sparse, strict=True)],
@@ -223,7 +226,11 @@ class IngestPipeline:
         hashes: dict[str, str] = {}
         try:
             while True:
-                item = await anyio.to_thread.run_sync(q.get)
+                try:  # usually the loader is ahead: take what is queued without a thread hop
+                    item = q.get_nowait()
+                    await anyio.lowlevel.checkpoint()  # stay cancellable while draining
+                except queue.Empty:
+                    item = await anyio.to_thread.run_sync(q.get)
                 if item is _END:
                     break
                 if isinstance(item, _FileMark):

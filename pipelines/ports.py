@@ -45,6 +45,15 @@ class SparseEncoder(Protocol):
     def encode_query(self, text: str) -> SparseVector: ...
 
 
+class Reranker(Protocol):
+    """Scores (query, passage) pairs jointly, higher is better; sync and CPU/GPU bound."""
+
+    @property
+    def name(self) -> str: ...
+
+    def score(self, query: str, texts: Sequence[str]) -> list[float]: ...
+
+
 class VectorStore(Protocol):
     """Collections of chunks with dense + sparse vectors, payload filters and doc-level ops."""
 
@@ -53,6 +62,10 @@ class VectorStore(Protocol):
         ...
 
     async def list_collections(self) -> list[str]: ...
+
+    async def drop_collection(self, collection: str) -> None:
+        """Delete the collection and everything in it (no error if it does not exist)."""
+        ...
 
     async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None: ...
 

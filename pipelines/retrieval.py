@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -14,12 +16,52 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from pipelines.errors import InvalidInput
-from pipelines.ports import Embedder, SparseEncoder, VectorStore
+from pipelines.ports import Embedder, Reranker, SparseEncoder, VectorStore
+from pipelines.settings import RetrievalSettings
 from pipelines.types import Filters, Hit, SearchMode
+
+_WORD = re.compile(r"\w+")
+_DEFAULTS = RetrievalSettings()
+
+
+def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
+    words = _WORD.findall(text.lower())
+    if len(words) < n:
+        return {tuple(words)} if words else set()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def dedupe_hits(hits: Sequence[Hit], similarity: float) -> list[Hit]:
+    """Keep the first (best) of near-identical chunks: word 3-shingle Jaccard >= similarity."""
+    kept: list[Hit] = []
+    seen: list[set[tuple[str, ...]]] = []
+    for hit in hits:
+        sh = _shingles(hit.text)
+        if any(_similar(sh, other, similarity) for other in seen):
+            continue
+        kept.append(hit)
+        seen.append(sh)
+    return kept
+
+
+def _similar(a: set[tuple[str, ...]], b: set[tuple[str, ...]], similarity: float) -> bool:
+    if a == b:
+        return True
+    small, large = sorted((len(a), len(b)))
+    # Jaccard <= |small| / |large|: most pairs are ruled out without a set intersection.
+    if not small or small < similarity * large:
+        return False
+    shared = len(a & b)
+    return shared / (len(a) + len(b) - shared) >= similarity
 
 
 class RetrievalService:
-    """Query → ranked chunks. Knows nothing of HTTP; used by the API, the CLI and the chain."""
+    """Query → ranked chunks. Knows nothing of HTTP; used by the API, the CLI and the chain.
+
+    Candidates come from the store (dense, sparse or fused hybrid, filters inside the vector
+    query); an optional cross-encoder reorders the best `rerank_candidates`; near-identical
+    chunks are dropped; the best k are returned.
+    """
 
     def __init__(
         self,
@@ -27,9 +69,13 @@ class RetrievalService:
         embedder: Embedder,
         sparse: SparseEncoder,
         *,
-        default_k: int = 5,
-        max_k: int = 100,
-        default_mode: SearchMode = "dense",
+        default_k: int = _DEFAULTS.k,
+        max_k: int = _DEFAULTS.max_k,
+        default_mode: SearchMode = _DEFAULTS.mode,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = _DEFAULTS.rerank_candidates,
+        dedupe: bool = _DEFAULTS.dedupe,
+        dedupe_similarity: float = _DEFAULTS.dedupe_similarity,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -37,7 +83,33 @@ class RetrievalService:
         self.default_k = default_k
         self.max_k = max_k
         self.default_mode: SearchMode = default_mode
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
+        self.dedupe = dedupe
+        self.dedupe_similarity = dedupe_similarity
         self._limiter = anyio.CapacityLimiter(1)  # one encode at a time: torch uses every core
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: RetrievalSettings,
+        store: VectorStore,
+        embedder: Embedder,
+        sparse: SparseEncoder,
+        reranker: Reranker | None = None,
+    ) -> RetrievalService:
+        return cls(
+            store,
+            embedder,
+            sparse,
+            default_k=settings.k,
+            max_k=settings.max_k,
+            default_mode=settings.mode,
+            reranker=reranker,
+            rerank_candidates=settings.rerank_candidates,
+            dedupe=settings.dedupe,
+            dedupe_similarity=settings.dedupe_similarity,
+        )
 
     async def search(
         self,
@@ -63,9 +135,29 @@ class RetrievalService:
                 )
             )[0]
         sparse = self.sparse.encode_query(query) if mode in ("sparse", "hybrid") else None
-        return await self.store.search(
-            collection, dense=dense, sparse=sparse, k=k, mode=mode, filters=filters
+        fetch = max(k, self.rerank_candidates) if self.reranker is not None else k
+        if self.dedupe:
+            fetch += min(k, 20)  # room for the duplicates dropped below
+        hits = await self.store.search(
+            collection, dense=dense, sparse=sparse, k=fetch, mode=mode, filters=filters
         )
+        if self.reranker is not None and hits:
+            hits = await self._rerank(self.reranker, query, hits)
+        if self.dedupe:
+            hits = dedupe_hits(hits, self.dedupe_similarity)
+        return hits[:k]
+
+    async def _rerank(self, reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
+        head, tail = hits[: self.rerank_candidates], hits[self.rerank_candidates :]
+        scores = await anyio.to_thread.run_sync(
+            reranker.score, query, [h.text for h in head], limiter=self._limiter
+        )
+        order = sorted(range(len(head)), key=lambda i: scores[i], reverse=True)
+        reranked = [
+            Hit(score=scores[i], chunk_id=head[i].chunk_id, payload=head[i].payload) for i in order
+        ]
+        # Below the reranked head, keep the store's order (their scores are on another scale).
+        return reranked + tail
 
 
 def hit_to_document(hit: Hit) -> Document:

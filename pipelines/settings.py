@@ -66,9 +66,31 @@ class LLMSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
+    """Query-time retrieval; the defaults were chosen on SciFact train (docs/benchmarks.md)."""
+
     k: int = Field(default=5, ge=1, le=100)
     max_k: int = Field(default=100, ge=1)
-    mode: Literal["dense", "sparse", "hybrid"] = "dense"
+    mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
+    # Hybrid: each side's top `prefetch` chunks (same filters), scores normalized per query
+    # ("convex": min-max, "dbsf": mean ± 3 sd) and summed with `dense_weight` for the dense
+    # side; "rrf" fuses ranks instead, 1/(rrf_k + rank) weighted the same way.
+    fusion: Literal["convex", "dbsf", "rrf"] = "convex"
+    dense_weight: float = Field(default=0.5, ge=0, le=1)
+    rrf_k: int = Field(default=60, ge=1)
+    prefetch: int = Field(default=200, ge=1, le=1000)
+    # BM25 document weights are computed at ingest: changing these needs a re-ingest.
+    bm25_k1: float = Field(default=0.9, ge=0)
+    bm25_b: float = Field(default=0.5, ge=0, le=1)
+    bm25_avg_len: float = Field(default=128.0, gt=0)
+    # Drop a hit whose text is near-identical (word-shingle Jaccard) to a better one.
+    dedupe: bool = True
+    dedupe_similarity: float = Field(default=0.9, gt=0, le=1)
+    # Maximal marginal relevance over the candidates (0 = off, 1 = only diversity).
+    mmr_diversity: float = Field(default=0.0, ge=0, le=1)
+    # A sentence-transformers CrossEncoder (local path or cached name); unset = no reranking.
+    rerank_model: str | None = None
+    rerank_candidates: int = Field(default=50, ge=1, le=1000)
+    rerank_batch_size: int = Field(default=32, ge=1)
 
 
 class ServerSettings(BaseModel):

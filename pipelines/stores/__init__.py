@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipelines.ports import VectorStore
 from pipelines.settings import Settings
+from pipelines.stores.common import HybridParams
 
 
 def build_store(settings: Settings, *, dim: int, embedding_model: str) -> VectorStore:
@@ -14,6 +15,7 @@ def build_store(settings: Settings, *, dim: int, embedding_model: str) -> Vector
         "hnsw_m": q.hnsw_m,
         "hnsw_ef_construct": q.hnsw_ef_construct,
         "hnsw_ef": q.hnsw_ef,
+        "hybrid": HybridParams.from_settings(settings.retrieval),
     }
     if q.url:
         from pipelines.stores.server import QdrantServerStore

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from pipelines.errors import InvalidInput
+from pipelines.settings import RetrievalSettings
 from pipelines.types import DocState
 
 DENSE = "dense"
@@ -47,3 +52,104 @@ def add_states(states: dict[str, DocState], payloads: Iterable[dict[str, Any]]) 
         st.chunks += 1
         st.hashes.add(str(pl.get("content_hash")))
         st.expected_chunks = int(pl.get("chunk_count") or 0)
+
+
+# -- hybrid fusion and MMR: computed here so that both adapters rank exactly alike ----------
+
+Scored = tuple[Any, float]  # (point id, score), best first
+
+
+@dataclass(frozen=True, slots=True)
+class HybridParams:
+    """How dense and sparse candidates are fused (RetrievalSettings has the meaning of each)."""
+
+    fusion: str = "convex"
+    dense_weight: float = 0.5
+    rrf_k: int = 60
+    prefetch: int = 200
+    mmr_diversity: float = 0.0
+
+    @classmethod
+    def from_settings(cls, r: RetrievalSettings | None = None) -> HybridParams:
+        r = r or RetrievalSettings()
+        return cls(
+            fusion=r.fusion,
+            dense_weight=r.dense_weight,
+            rrf_k=r.rrf_k,
+            prefetch=r.prefetch,
+            mmr_diversity=r.mmr_diversity,
+        )
+
+    def depth(self, k: int) -> int:
+        """Candidates each side contributes (never fewer than the hits asked for)."""
+        return max(self.prefetch, k)
+
+    def mmr_candidates(self, k: int) -> int:
+        """MMR picks k from the best few times k candidates."""
+        return max(4 * k, 40)
+
+
+def _normalized(scored: Sequence[Scored], how: str) -> dict[Any, float]:
+    if not scored:
+        return {}
+    values = [s for _, s in scored]
+    if how == "dbsf":  # Qdrant's distribution-based bounds: mean ± 3 standard deviations
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        lo, hi = mean - 3 * sd, mean + 3 * sd
+    else:
+        lo, hi = min(values), max(values)
+    if hi - lo <= 1e-12:
+        return {pid: 1.0 for pid, _ in scored}
+    return {pid: (s - lo) / (hi - lo) for pid, s in scored}
+
+
+def fuse(dense: Sequence[Scored], sparse: Sequence[Scored], params: HybridParams) -> list[Scored]:
+    """One ranking from the two candidate lists; a point missing from a list scores 0 there."""
+    w = params.dense_weight
+    fused: dict[Any, float] = {}
+    if params.fusion == "rrf":
+        for weight, scored in ((w, dense), (1 - w, sparse)):
+            for rank, (pid, _) in enumerate(scored):
+                fused[pid] = fused.get(pid, 0.0) + weight / (params.rrf_k + rank + 1)
+    else:
+        for weight, scored in ((w, dense), (1 - w, sparse)):
+            for pid, s in _normalized(scored, params.fusion).items():
+                fused[pid] = fused.get(pid, 0.0) + weight * s
+    # Ties go to the better dense rank, then the id, so both adapters agree exactly.
+    dense_rank = {pid: i for i, (pid, _) in enumerate(dense)}
+    return sorted(
+        fused.items(),
+        key=lambda kv: (-kv[1], dense_rank.get(kv[0], len(dense)), str(kv[0])),
+    )
+
+
+def mmr(
+    scored: Sequence[Scored],
+    vectors: Mapping[Any, Sequence[float]],
+    k: int,
+    diversity: float,
+) -> list[Scored]:
+    """Maximal marginal relevance: trade relevance (scores, min-max scaled) for novelty
+    (1 - max cosine to what is already picked); each hit keeps its original score."""
+    if diversity <= 0 or len(scored) <= 1:
+        return list(scored[:k])
+    rel_by_id = _normalized(scored, "convex")
+    rel = np.array([rel_by_id[pid] for pid, _ in scored])
+    dim = max((len(v) for v in vectors.values()), default=0)
+    mat = np.zeros((len(scored), dim), dtype=np.float32)
+    for i, (pid, _) in enumerate(scored):
+        vec = vectors.get(pid)
+        if vec is not None and len(vec) == dim:
+            mat[i] = vec
+    mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
+    closest = np.zeros(len(scored))  # max cosine to the chosen set (negatives count as 0)
+    open_ = np.ones(len(scored), dtype=bool)
+    chosen: list[Scored] = []
+    while open_.any() and len(chosen) < k:
+        gain = np.where(open_, (1 - diversity) * rel - diversity * closest, -np.inf)
+        pick = int(np.argmax(gain))
+        open_[pick] = False
+        chosen.append(scored[pick])
+        closest = np.maximum(closest, mat @ mat[pick])
+    return chosen

@@ -21,9 +21,12 @@ from pipelines.stores.common import (
     SCROLL_PAGE,
     SPARSE,
     STATE_FIELDS,
+    HybridParams,
     add_states,
     check_collection_name,
+    fuse,
     mismatch_message,
+    mmr,
 )
 from pipelines.types import (
     CollectionStats,
@@ -64,6 +67,11 @@ def _match(key: str, value: str) -> qe.FieldCondition:
     return qe.FieldCondition(key=key, match=qe.MatchValue(value))
 
 
+def _dense_of(vector: Any) -> list[float]:
+    named = vector.get(DENSE) if isinstance(vector, dict) else vector
+    return [float(x) for x in named] if isinstance(named, list) else []
+
+
 class EdgeStore:
     """Qdrant Edge shards under `root/<collection>`; calls run in worker threads."""
 
@@ -77,6 +85,8 @@ class EdgeStore:
         hnsw_ef_construct: int = 128,
         hnsw_ef: int = 128,
         max_threads: int = 4,
+        hybrid: HybridParams | None = None,
+        exact: bool = False,
     ) -> None:
         self._root = root
         self._dim = dim
@@ -84,6 +94,8 @@ class EdgeStore:
         self._m = hnsw_m
         self._ef_construct = hnsw_ef_construct
         self._ef = hnsw_ef
+        self._hybrid = hybrid or HybridParams.from_settings()
+        self._exact = exact  # brute-force dense search: the reference for HNSW recall
         self._shards: dict[str, qe.EdgeShard] = {}
         self._open_lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(max_threads)
@@ -158,6 +170,18 @@ class EdgeStore:
             return []
         return sorted(p.name for p in self._root.iterdir() if (p / _META).is_file())
 
+    def _drop(self, collection: str) -> None:
+        path = self._path(collection)
+        with self._open_lock:
+            shard = self._shards.pop(collection, None)
+            if shard is not None:
+                shard.close()
+            self._dirty.discard(collection)
+            shutil.rmtree(path, ignore_errors=True)
+
+    async def drop_collection(self, collection: str) -> None:
+        await self._run(self._drop, collection)
+
     async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None:
         if not points:
             return
@@ -216,38 +240,67 @@ class EdgeStore:
     ) -> list[Hit]:
         shard = self._open(collection, False)
         flt = edge_filter(filters)
-        params = qe.SearchParams(hnsw_ef=max(self._ef, k))
-        dense_q = qe.Query.Nearest(dense, using=DENSE) if dense is not None else None
-        sparse_q = (
-            qe.Query.Nearest(qe.SparseVector(sparse.indices, sparse.values), using=SPARSE)
-            if sparse is not None and sparse.indices
-            else None
-        )
-        if mode == "hybrid" and dense_q is not None and sparse_q is not None:
-            depth = max(k * 4, 40)
-            req = qe.QueryRequest(
-                limit=k,
-                prefetches=[
-                    qe.Prefetch(query=dense_q, limit=depth, filter=flt, params=params),
-                    qe.Prefetch(query=sparse_q, limit=depth, filter=flt),
-                ],
-                query=qe.Fusion.Rrf(k=60),  # type: ignore[arg-type]  # the stub omits Rrf
-                with_payload=True,
+        hybrid = self._hybrid
+        mmr_on = hybrid.mmr_diversity > 0
+        # One plain query returns its payloads; fused or diversified results fetch the
+        # payloads of the final k only.
+        direct = mode != "hybrid" and not mmr_on
+        depth = k if direct else hybrid.depth(k) if mode == "hybrid" else hybrid.mmr_candidates(k)
+        requests: list[qe.QueryRequest] = []
+        if dense is not None and mode in ("dense", "hybrid"):
+            requests.append(
+                qe.QueryRequest(
+                    limit=depth,
+                    query=qe.Query.Nearest(dense, using=DENSE),
+                    filter=flt,
+                    params=qe.SearchParams(hnsw_ef=max(self._ef, depth), exact=self._exact),
+                    with_payload=direct,
+                )
             )
+        if sparse is not None and sparse.indices and mode in ("sparse", "hybrid"):
+            requests.append(
+                qe.QueryRequest(
+                    limit=depth,
+                    query=qe.Query.Nearest(
+                        qe.SparseVector(sparse.indices, sparse.values), using=SPARSE
+                    ),
+                    filter=flt,
+                    with_payload=direct,
+                )
+            )
+        if not requests:
+            return []
+        results = shard.query_batch(qe.QueryBatchRequest(requests))
+        if direct:
+            return [
+                Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
+                for p in results[0]
+            ]
+        lists = [[(p.id, float(p.score)) for p in points] for points in results]
+        if mode == "hybrid" and len(lists) == 2:
+            ranked = fuse(lists[0], lists[1], hybrid)
         else:
-            query = sparse_q if mode == "sparse" else dense_q
-            if query is None:
-                return []
-            req = qe.QueryRequest(
-                limit=k,
-                query=query,
-                filter=flt,
-                with_payload=True,
-                params=params if mode != "sparse" else None,
+            ranked = lists[0]  # hybrid with one side missing (e.g. no known query term)
+        if mmr_on:
+            top = ranked[: hybrid.mmr_candidates(k)]
+            records = shard.retrieve(
+                [pid for pid, _ in top], with_payload=False, with_vector=[DENSE]
             )
+            vectors = {r.id: _dense_of(r.vector) for r in records}
+            ranked = mmr(top, vectors, k, hybrid.mmr_diversity)
+        ranked = ranked[:k]
+        if not ranked:
+            return []
+        payloads = {
+            r.id: dict(r.payload or {})
+            for r in shard.retrieve(
+                [pid for pid, _ in ranked], with_payload=True, with_vector=False
+            )
+        }
         return [
-            Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
-            for p in shard.query(req)
+            Hit(score=score, chunk_id=str(pid), payload=payloads[pid])
+            for pid, score in ranked
+            if pid in payloads
         ]
 
     async def search(

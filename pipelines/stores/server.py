@@ -16,9 +16,12 @@ from pipelines.stores.common import (
     SCROLL_PAGE,
     SPARSE,
     STATE_FIELDS,
+    HybridParams,
     add_states,
     check_collection_name,
+    fuse,
     mismatch_message,
+    mmr,
 )
 from pipelines.types import (
     CollectionStats,
@@ -53,6 +56,11 @@ def server_filter(filters: Filters | None) -> models.Filter | None:
     return models.Filter(must=must) if must else None
 
 
+def _dense_of(vector: Any) -> list[float]:
+    named = vector.get(DENSE) if isinstance(vector, dict) else vector
+    return [float(x) for x in named] if isinstance(named, list) else []
+
+
 class QdrantServerStore:
     """Collections on a Qdrant server/cluster (or qdrant-client's local mode in tests)."""
 
@@ -67,6 +75,8 @@ class QdrantServerStore:
         hnsw_m: int = 16,
         hnsw_ef_construct: int = 128,
         hnsw_ef: int = 128,
+        hybrid: HybridParams | None = None,
+        exact: bool = False,
     ) -> None:
         self._client = client
         self._dim = dim
@@ -76,6 +86,8 @@ class QdrantServerStore:
         self._m = hnsw_m
         self._ef_construct = hnsw_ef_construct
         self._ef = hnsw_ef
+        self._hybrid = hybrid or HybridParams.from_settings()
+        self._exact = exact  # brute-force dense search: the reference for HNSW recall
         self._known: set[str] = set()
 
     @classmethod
@@ -140,6 +152,12 @@ class QdrantServerStore:
     async def list_collections(self) -> list[str]:
         resp = await self._client.get_collections()
         return sorted(c.name for c in resp.collections)
+
+    async def drop_collection(self, collection: str) -> None:
+        check_collection_name(collection)
+        self._known.discard(collection)
+        if await self._exists(collection):
+            await self._client.delete_collection(collection)
 
     async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None:
         if not points:
@@ -206,52 +224,65 @@ class QdrantServerStore:
     ) -> list[Hit]:
         await self.ensure_collection(collection, create=False)
         flt = server_filter(filters)
-        params = models.SearchParams(hnsw_ef=max(self._ef, k))
-        sparse_q = (
-            models.SparseVector(indices=sparse.indices, values=sparse.values)
-            if sparse is not None and sparse.indices
-            else None
-        )
-        if mode == "hybrid" and dense is not None and sparse_q is not None:
-            depth = max(k * 4, 40)
-            resp = await self._client.query_points(
-                collection,
-                prefetch=[
-                    models.Prefetch(
-                        query=dense, using=DENSE, limit=depth, filter=flt, params=params
-                    ),
-                    models.Prefetch(query=sparse_q, using=SPARSE, limit=depth, filter=flt),
-                ],
-                query=models.RrfQuery(rrf=models.Rrf(k=60)),
-                limit=k,
-                with_payload=True,
+        hybrid = self._hybrid
+        mmr_on = hybrid.mmr_diversity > 0
+        # One plain query returns its payloads; fused or diversified results fetch the
+        # payloads of the final k only.
+        direct = mode != "hybrid" and not mmr_on
+        depth = k if direct else hybrid.depth(k) if mode == "hybrid" else hybrid.mmr_candidates(k)
+        requests: list[models.QueryRequest] = []
+        if dense is not None and mode in ("dense", "hybrid"):
+            requests.append(
+                models.QueryRequest(
+                    query=dense,
+                    using=DENSE,
+                    filter=flt,
+                    limit=depth,
+                    params=models.SearchParams(hnsw_ef=max(self._ef, depth), exact=self._exact),
+                    with_payload=direct,
+                )
             )
-        elif mode == "sparse":
-            if sparse_q is None:
-                return []
-            resp = await self._client.query_points(
-                collection,
-                query=sparse_q,
-                using=SPARSE,
-                query_filter=flt,
-                limit=k,
-                with_payload=True,
+        if sparse is not None and sparse.indices and mode in ("sparse", "hybrid"):
+            requests.append(
+                models.QueryRequest(
+                    query=models.SparseVector(indices=sparse.indices, values=sparse.values),
+                    using=SPARSE,
+                    filter=flt,
+                    limit=depth,
+                    with_payload=direct,
+                )
             )
+        if not requests:
+            return []
+        responses = await self._client.query_batch_points(collection, requests=requests)
+        if direct:
+            return [
+                Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
+                for p in responses[0].points
+            ]
+        lists = [[(str(p.id), float(p.score)) for p in r.points] for r in responses]
+        if mode == "hybrid" and len(lists) == 2:
+            ranked = fuse(lists[0], lists[1], hybrid)
         else:
-            if dense is None:
-                return []
-            resp = await self._client.query_points(
-                collection,
-                query=dense,
-                using=DENSE,
-                query_filter=flt,
-                limit=k,
-                with_payload=True,
-                search_params=params,
+            ranked = lists[0]  # hybrid with one side missing (e.g. no known query term)
+        if mmr_on:
+            top = ranked[: hybrid.mmr_candidates(k)]
+            records = await self._client.retrieve(
+                collection, [pid for pid, _ in top], with_payload=False, with_vectors=[DENSE]
             )
+            vectors = {str(r.id): _dense_of(r.vector) for r in records}
+            ranked = mmr(top, vectors, k, hybrid.mmr_diversity)
+        ranked = ranked[:k]
+        if not ranked:
+            return []
+        records = await self._client.retrieve(
+            collection, [pid for pid, _ in ranked], with_payload=True, with_vectors=False
+        )
+        payloads = {str(r.id): dict(r.payload or {}) for r in records}
         return [
-            Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
-            for p in resp.points
+            Hit(score=score, chunk_id=pid, payload=payloads[pid])
+            for pid, score in ranked
+            if pid in payloads
         ]
 
     async def stats(self, collection: str) -> CollectionStats:

@@ -1,0 +1,305 @@
+"""Search latency per mode through POST /v1/search on loopback, beside HNSW recall@10 vs exact.
+
+Builds (once, under --data-dir) a collection from a BEIR corpus with the product's ingest job,
+serves the real app in-process with uvicorn on 127.0.0.1, and sends the dataset's queries one
+at a time per mode. Recall@10 compares the store's top 10 with the same search made exact
+(`SearchParams(exact=True)` for the dense side). `--synthetic N` adds a collection of N points
+made from the real chunk embeddings (each a perturbed blend of two real chunks, with its
+source's text and sparse vector), to measure at scale. Prints JSON; --out writes it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import statistics
+import sys
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pipelines.settings import Settings  # noqa: E402
+from pipelines.types import Chunk, EmbeddedChunk, SearchMode, SparseVector  # noqa: E402
+
+MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
+log = logging.getLogger("bench.search")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    qs = np.percentile(np.array(ms), [50, 90, 99])
+    return {
+        "p50_ms": round(float(qs[0]), 2),
+        "p90_ms": round(float(qs[1]), 2),
+        "p99_ms": round(float(qs[2]), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+    }
+
+
+async def _ensure_ingested(settings: Settings, corpus: Path, collection: str) -> None:
+    from ingest.job import build_pipeline
+    from pipelines.embedder import build_embedder
+    from pipelines.stores import build_store
+
+    embedder = build_embedder(settings)
+    store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
+    try:
+        if collection in await store.list_collections():
+            return
+        log.warning("ingesting %s into %s (once)", corpus, collection)
+        summary = await build_pipeline(settings, store, embedder).run([corpus], collection)
+        log.warning("ingested %d chunks in %.0fs", summary.chunks, summary.seconds)
+    finally:
+        await store.close()
+
+
+async def _build_synthetic(settings: Settings, source: str, target: str, n: int, seed: int) -> None:
+    """N points near the real chunk embeddings: normalize(a*x_i + (1-a)*x_j + noise)."""
+    import qdrant_edge as qe
+
+    from pipelines.embedder import build_embedder
+    from pipelines.stores.common import DENSE, SPARSE
+    from pipelines.stores.edge import EdgeStore
+
+    embedder = build_embedder(settings)
+    dim = embedder.dim
+    store = EdgeStore(settings.qdrant_dir, dim=dim, embedding_model=embedder.name)
+    try:
+        if target in await store.list_collections() and (await store.stats(target)).chunks >= n:
+            return
+        await store.drop_collection(target)
+        await store.ensure_collection(source, create=False)
+        shard = store._shards[source]
+        ids, vecs, sparse, payloads = [], [], [], []
+        offset: Any = None
+        while True:
+            recs, offset = shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=1024, with_payload=True, with_vector=True)
+            )
+            for r in recs:
+                vec = r.vector if isinstance(r.vector, dict) else {}
+                ids.append(str(r.id))
+                vecs.append(vec[DENSE])
+                sv: Any = vec.get(SPARSE)
+                sparse.append(SparseVector(list(sv.indices), list(sv.values)) if sv else None)
+                payloads.append(dict(r.payload or {}))
+            if offset is None:
+                break
+        real = np.asarray(vecs, dtype=np.float32)
+        rng = np.random.default_rng(seed)
+        # Per-dimension spread of the real vectors sets the noise scale (not isotropic noise).
+        spread = real.std(axis=0)
+        await store.ensure_collection(target, create=True)
+        started = time.perf_counter()
+        batch = 2048
+        for start in range(0, n, batch):
+            m = min(batch, n - start)
+            i = rng.integers(0, len(real), m)
+            j = rng.integers(0, len(real), m)
+            a = rng.uniform(0.7, 1.0, (m, 1)).astype(np.float32)
+            v = a * real[i] + (1 - a) * real[j] + 0.35 * spread * rng.standard_normal((m, dim))
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            points = []
+            for row in range(m):
+                src = int(i[row])
+                pl = payloads[src]
+                chunk = Chunk(
+                    chunk_id=f"{start + row:08d}-0000-5000-8000-{src:012d}",
+                    doc_id=f"syn-{start + row}",
+                    collection=target,
+                    source=str(pl.get("source", "")),
+                    title=str(pl.get("title", "")),
+                    text=str(pl.get("text", "")),
+                    chunk_index=0,
+                    chunk_count=1,
+                    char_start=0,
+                    char_end=0,
+                    content_hash="synthetic",
+                    metadata={"origin": ids[src]},
+                )
+                points.append(EmbeddedChunk(chunk, v[row].tolist(), sparse[src]))
+            await store.upsert(target, points)
+            if (start // batch) % 50 == 0:
+                log.warning("synthetic: %d/%d points", start + m, n)
+        log.warning("synthetic upsert %.0fs; building the index", time.perf_counter() - started)
+        started = time.perf_counter()
+        await store.commit(target)
+        log.warning("index built in %.0fs", time.perf_counter() - started)
+    finally:
+        await store.close()
+
+
+async def _latency(
+    settings: Settings, collection: str, queries: list[str], warmup: int
+) -> dict[str, Any]:
+    """Sequential POST /v1/search per mode against the real app served on loopback."""
+    import httpx
+    import uvicorn
+
+    from app.main import create_app
+    from app.services import build_services
+
+    out: dict[str, Any] = {}
+    async with AsyncExitStack() as stack:
+        services = await build_services(settings, stack, start_generator=False)
+        app = create_app(settings, services=services)
+        port = _free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
+        task = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
+            await asyncio.sleep(0.05)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+                for mode in MODES:  # warm every path (model, page cache) before timing any
+                    body = {"collection": collection, "k": 10, "mode": mode}
+                    for q in queries[:warmup]:
+                        (await c.post("/v1/search", json={**body, "query": q})).raise_for_status()
+                for mode in MODES:
+                    body = {"collection": collection, "k": 10, "mode": mode}
+                    client_ms, server_ms = [], []
+                    for q in queries:
+                        started = time.perf_counter()
+                        r = await c.post("/v1/search", json={**body, "query": q})
+                        client_ms.append((time.perf_counter() - started) * 1000)
+                        r.raise_for_status()
+                        server_ms.append(float(r.json()["latency_ms"]))
+                    out[mode] = {
+                        **_percentiles(client_ms),
+                        "server_p50_ms": round(float(np.percentile(server_ms, 50)), 2),
+                    }
+        finally:
+            server.should_exit = True
+            await task
+    return out
+
+
+async def _recall(settings: Settings, collection: str, queries: list[str]) -> dict[str, Any]:
+    """Top-10 overlap of the product's search with the same search made exact."""
+    from pipelines.embedder import build_embedder
+    from pipelines.sparse import QdrantBm25Encoder
+    from pipelines.stores.common import HybridParams
+    from pipelines.stores.edge import EdgeStore
+
+    q = settings.qdrant
+    embedder = build_embedder(settings)
+    sparse = QdrantBm25Encoder.from_settings(settings.retrieval)
+    dense_vecs = embedder.embed_queries(queries)
+    results: dict[str, list[list[str]]] = {}
+    out: dict[str, Any] = {}
+    for exact in (False, True):
+        store = EdgeStore(
+            settings.qdrant_dir,
+            dim=embedder.dim,
+            embedding_model=embedder.name,
+            hnsw_m=q.hnsw_m,
+            hnsw_ef_construct=q.hnsw_ef_construct,
+            hnsw_ef=q.hnsw_ef,
+            hybrid=HybridParams.from_settings(settings.retrieval),
+            exact=exact,
+        )
+        try:
+            for mode in MODES:
+                ranked = []
+                for text, dense in zip(queries, dense_vecs, strict=True):
+                    hits = await store.search(
+                        collection,
+                        dense=dense if mode != "sparse" else None,
+                        sparse=sparse.encode_query(text) if mode != "dense" else None,
+                        k=10,
+                        mode=mode,
+                    )
+                    ranked.append([h.chunk_id for h in hits])
+                results[f"{mode}/{exact}"] = ranked
+        finally:
+            await store.close()
+    for mode in MODES:
+        approx, exact_ids = results[f"{mode}/False"], results[f"{mode}/True"]
+        overlap = [
+            len(set(a) & set(e)) / max(len(e), 1) for a, e in zip(approx, exact_ids, strict=True)
+        ]
+        out[mode] = round(statistics.fmean(overlap), 4)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", type=Path, default=ROOT.parent / "shared/data/scifact")
+    ap.add_argument("--data-dir", type=Path, default=Path("/tmp/ragserve-bench-search"))
+    ap.add_argument("--collection", default="scifact")
+    ap.add_argument("--queries", type=int, default=300, help="how many of the dataset's queries")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--synthetic", type=int, default=0, help="also N synthetic points")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+
+    settings = Settings(_env_file=None, data_dir=args.data_dir)
+    with (args.dataset / "queries.jsonl").open() as fh:
+        queries = [json.loads(line)["text"] for line in fh if line.strip()][: args.queries]
+
+    async def run() -> dict[str, Any]:
+        await _ensure_ingested(settings, args.dataset / "corpus.jsonl", args.collection)
+        targets = [args.collection]
+        if args.synthetic:
+            target = f"{args.collection}-syn{args.synthetic}"
+            await _build_synthetic(settings, args.collection, target, args.synthetic, args.seed)
+            targets.append(target)
+        report: dict[str, Any] = {
+            "settings": {
+                "hnsw_m": settings.qdrant.hnsw_m,
+                "hnsw_ef_construct": settings.qdrant.hnsw_ef_construct,
+                "hnsw_ef": settings.qdrant.hnsw_ef,
+                "prefetch": settings.retrieval.prefetch,
+                "fusion": settings.retrieval.fusion,
+            },
+            "queries": len(queries),
+            "cpus": os.cpu_count(),
+            "collections": {},
+        }
+        for name in targets:
+            from pipelines.embedder import build_embedder
+            from pipelines.stores import build_store
+
+            embedder = build_embedder(settings)
+            store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
+            stats = await store.stats(name)
+            await store.close()
+            latency = await _latency(settings, name, queries, args.warmup)
+            recall = await _recall(settings, name, queries)
+            report["collections"][name] = {
+                "points": stats.chunks,
+                "modes": {m: {**latency[m], "recall@10_vs_exact": recall[m]} for m in MODES},
+            }
+        return report
+
+    report = asyncio.run(run())
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
