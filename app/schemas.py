@@ -96,6 +96,16 @@ class SearchResponse(BaseModel):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "details": {"store": "ok", "search": "ready", "generator": "starting"},
+                }
+            ]
+        }
+    )
     status: str
     details: dict[str, Any] = Field(default_factory=dict)
 

@@ -17,6 +17,11 @@ class CollectionOut(BaseModel):
 
 
 class CollectionList(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"collections": [{"name": "default", "documents": 3, "chunks": 4}]}]
+        }
+    }
     collections: list[CollectionOut]
 
 

@@ -156,7 +156,20 @@ def _usage(answer: StartedAnswer) -> dict[str, int]:
     return answer.usage.to_dict()
 
 
-@router.get("/v1/models", summary="OpenAI-compatible list of models (one per collection)")
+_MODELS_EXAMPLE = {
+    "object": "list",
+    "data": [
+        {"id": "ragserve", "object": "model", "created": 1764500000, "owned_by": "ragserve"},
+        {"id": "rag:default", "object": "model", "created": 1764500000, "owned_by": "ragserve"},
+    ],
+}
+
+
+@router.get(
+    "/v1/models",
+    summary="OpenAI-compatible list of models (one per collection)",
+    responses={200: {"content": {"application/json": {"example": _MODELS_EXAMPLE}}}},
+)
 async def list_models(services: ServicesDep) -> dict[str, Any]:
     now = int(time.time())
     return {

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -130,3 +132,18 @@ async def test_metrics_count_requests_per_route(client: httpx.AsyncClient) -> No
     await client.post("/v1/search", json={"query": "coffee"})
     text = (await client.get("/metrics")).text
     assert 'ragserve_requests_total{method="POST",route="/v1/search",status="200"} 1.0' in text
+
+
+async def test_openapi_gives_every_endpoint_an_example(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    text = json.dumps(spec)
+    for path in (
+        "/v1/search",
+        "/v1/ask",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/collections",
+        "/readyz",
+    ):
+        assert path in spec["paths"], path
+    assert text.count('"example') >= 6
