@@ -93,7 +93,7 @@ class IngestPipeline:
         self._chunker = chunker
         self._batch_size = batch_size
         self._queue_size = queue_size
-        self._recipe = f"{embedder.name}|{chunker.chunk_tokens}|v1"
+        self._recipe = f"{embedder.name}|{chunker.chunk_tokens}|v2"  # v2: title headings
 
     # -- loading and chunking (runs in a background thread, overlapping embedding) ----------
 
@@ -117,6 +117,7 @@ class IngestPipeline:
                 page=p.page,
                 ingested_at=now,
                 metadata=doc.metadata,
+                heading=p.heading,
             )
             for i, p in enumerate(pieces)
         ]
@@ -202,7 +203,7 @@ class IngestPipeline:
         async def flush() -> None:
             if not batch:
                 return
-            texts = [c.text for c in batch]
+            texts = [c.embedding_text for c in batch]
             dense, sparse = await anyio.to_thread.run_sync(self._encode, texts)
             await self._store.upsert(
                 collection,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import re
+import heapq
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,39 +21,51 @@ from pipelines.ports import Embedder, Reranker, SparseEncoder, VectorStore
 from pipelines.settings import RetrievalSettings
 from pipelines.types import Filters, Hit, SearchMode
 
-_WORD = re.compile(r"\w+")
 _DEFAULTS = RetrievalSettings()
+Shingles = set[int]
 
 
-def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
-    if len(words) < n:
-        return {tuple(words)} if words else set()
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+def _shingles(text: str) -> Shingles:
+    """Hashes of the word 3-grams (ints: no tuples left for the garbage collector to track)."""
+    words = text.lower().split()
+    if len(words) < 3:
+        words += [""] * (3 - len(words))
+    return {hash(t) for t in zip(words, words[1:], words[2:], strict=False)}
 
 
-def dedupe_hits(hits: Sequence[Hit], similarity: float) -> list[Hit]:
-    """Keep the first (best) of near-identical chunks: word 3-shingle Jaccard >= similarity."""
+_SKETCH = 16  # bottom-k hashes per text: near-identical texts share most of them
+
+
+def dedupe_hits(hits: Sequence[Hit], similarity: float, limit: int | None = None) -> list[Hit]:
+    """Keep the first (best) of near-identical chunks: word 3-shingle Jaccard >= similarity.
+
+    Only hits sharing a quarter of their bottom-k shingle hashes with a kept one are compared
+    exactly, so the cost grows linearly with the hits. Stops once `limit` hits are kept.
+    """
     kept: list[Hit] = []
-    seen: list[set[tuple[str, ...]]] = []
+    seen: list[Shingles] = []
+    by_hash: dict[int, list[int]] = {}
     for hit in hits:
+        if limit is not None and len(kept) >= limit:
+            break
         sh = _shingles(hit.text)
-        if any(_similar(sh, other, similarity) for other in seen):
-            continue
-        kept.append(hit)
-        seen.append(sh)
+        sketch = heapq.nsmallest(_SKETCH, sh)
+        shared_hashes = Counter(i for h in sketch for i in by_hash.get(h, ()))
+        duplicate = False
+        for i, count in shared_hashes.items():
+            if count * 4 < len(sketch):
+                continue
+            other = seen[i]
+            shared = len(sh & other)
+            if shared >= similarity * (len(sh) + len(other) - shared):
+                duplicate = True
+                break
+        if not duplicate:
+            for h in sketch:
+                by_hash.setdefault(h, []).append(len(seen))
+            kept.append(hit)
+            seen.append(sh)
     return kept
-
-
-def _similar(a: set[tuple[str, ...]], b: set[tuple[str, ...]], similarity: float) -> bool:
-    if a == b:
-        return True
-    small, large = sorted((len(a), len(b)))
-    # Jaccard <= |small| / |large|: most pairs are ruled out without a set intersection.
-    if not small or small < similarity * large:
-        return False
-    shared = len(a & b)
-    return shared / (len(a) + len(b) - shared) >= similarity
 
 
 class RetrievalService:
@@ -144,7 +157,7 @@ class RetrievalService:
         if self.reranker is not None and hits:
             hits = await self._rerank(self.reranker, query, hits)
         if self.dedupe:
-            hits = dedupe_hits(hits, self.dedupe_similarity)
+            hits = dedupe_hits(hits, self.dedupe_similarity, limit=k)
         return hits[:k]
 
     async def _rerank(self, reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:

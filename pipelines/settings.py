@@ -30,6 +30,10 @@ class EmbeddingSettings(BaseModel):
     model: str = BUNDLED_EMBEDDING_MODEL
     device: str | None = None  # None: CUDA when available, else CPU
     batch_size: int = Field(default=64, ge=1)
+    # "auto": torch on a GPU, CPU_BACKEND (pipelines/embedder.py) on CPUs; "onnx" / "onnx-int8"
+    # run an ONNX export of the model, made once under the data dir.
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    threads: int | None = Field(default=None, ge=1)  # None: every core this process may use
 
 
 class ChunkingSettings(BaseModel):

@@ -33,6 +33,13 @@ class Chunk:
     page: int | None = None
     ingested_at: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Context embedded ahead of `text` (the document title when the text lacks it).
+    heading: str = ""
+
+    @property
+    def embedding_text(self) -> str:
+        """What the dense and sparse encoders see: the heading, then the text."""
+        return f"{self.heading}\n\n{self.text}" if self.heading else self.text
 
     def payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
