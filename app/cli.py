@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from app.progress import RateColumn
 from pipelines.errors import RagError
 from pipelines.settings import Settings
 
@@ -89,7 +90,7 @@ def ingest(
                 TextColumn("{task.description:<44}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("[cyan]{task.speed}/s"),
+                RateColumn(),
                 TimeElapsedColumn(),
                 console=console,
                 transient=as_json,
@@ -127,9 +128,8 @@ def search(
 ) -> None:
     """Show the chunks that best match a query."""
     _setup_logging(False)
-    from pipelines.embedder import SentenceTransformerEmbedder
-    from pipelines.retrieval import RetrievalService
-    from pipelines.sparse import QdrantBm25Encoder
+    from pipelines.embedder import build_embedder
+    from pipelines.retrieval import build_retrieval
     from pipelines.stores import build_store
 
     settings = Settings()
@@ -138,12 +138,10 @@ def search(
         raise typer.Exit(2)
 
     async def run() -> list[dict[str, Any]]:
-        embedder = SentenceTransformerEmbedder(settings.embedding)
+        embedder = build_embedder(settings)
         store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
         try:
-            service = RetrievalService(
-                store, embedder, QdrantBm25Encoder(), default_mode=settings.retrieval.mode
-            )
+            service = build_retrieval(settings, store, embedder)
             hits = await service.search(query, collection, k=k, mode=mode or None)  # type: ignore[arg-type]
             return [h.to_dict() for h in hits]
         finally:
@@ -292,13 +290,13 @@ def ask(
 def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Documents and chunks per collection."""
     _setup_logging(False)
-    from pipelines.embedder import SentenceTransformerEmbedder
+    from pipelines.embedder import build_embedder
     from pipelines.stores import build_store
 
     settings = Settings()
 
     async def run() -> list[dict[str, Any]]:
-        embedder = SentenceTransformerEmbedder(settings.embedding)
+        embedder = build_embedder(settings)
         store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
         try:
             rows = []

@@ -26,9 +26,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from app.progress import RateColumn
 from pipelines.errors import RagError
 from pipelines.evaluation import AnswerFn
-from pipelines.retrieval import RetrievalService
+from pipelines.retrieval import RetrievalService, build_retrieval
 from pipelines.settings import Settings
 from pipelines.types import Hit, SearchMode
 
@@ -69,7 +70,7 @@ def _progress(quiet: bool) -> Progress:
         TextColumn("{task.description:<20}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("[cyan]{task.speed}/s"),
+        RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -104,7 +105,6 @@ async def throwaway_index(
     from ingest.job import build_chunker
     from ingest.pipeline import IngestPipeline
     from pipelines.embedder import build_embedder
-    from pipelines.rerank import build_reranker
     from pipelines.sparse import QdrantBm25Encoder
     from pipelines.stores import build_store
 
@@ -143,9 +143,7 @@ async def throwaway_index(
                 f"[yellow]warning[/]: {len(summary.failed)} corpus lines failed to load "
                 f"(first: {first['source']}: {first['reason']})"
             )
-        service = RetrievalService.from_settings(
-            settings.retrieval, store, embedder, sparse, reranker=build_reranker(settings.retrieval)
-        )
+        service = build_retrieval(settings, store, embedder, sparse)
         yield EvalIndex(
             service=service,
             collection=collection,

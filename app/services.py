@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipelines.chain import RagChain
-from pipelines.embedder import SentenceTransformerEmbedder
+from pipelines.embedder import build_embedder
 from pipelines.errors import GeneratorUnavailable
 from pipelines.ports import Embedder, Generator, VectorStore
-from pipelines.retrieval import RetrievalService
+from pipelines.retrieval import RetrievalService, build_retrieval
 from pipelines.settings import Settings
-from pipelines.sparse import QdrantBm25Encoder
 from pipelines.stores import build_store
 
 log = logging.getLogger(__name__)
@@ -75,20 +74,13 @@ async def _start_generator(services: Services, stack: AsyncExitStack) -> None:
 async def build_services(
     settings: Settings, stack: AsyncExitStack, *, start_generator: bool = True
 ) -> Services:
-    embedder = SentenceTransformerEmbedder(settings.embedding)
+    embedder = build_embedder(settings)
     store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
     stack.push_async_callback(store.close)
     # Refuse to start on a collection built with another embedder (checked now, not later).
     for name in await store.list_collections():
         await store.ensure_collection(name, create=False)
-    retrieval = RetrievalService(
-        store,
-        embedder,
-        QdrantBm25Encoder(),
-        default_k=settings.retrieval.k,
-        max_k=settings.retrieval.max_k,
-        default_mode=settings.retrieval.mode,
-    )
+    retrieval = build_retrieval(settings, store, embedder)
     services = Services(settings=settings, embedder=embedder, store=store, retrieval=retrieval)
     if start_generator:
         # Search serves at once; answers follow when the (possibly slow) generator is up.

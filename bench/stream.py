@@ -131,19 +131,18 @@ async def prompts_for(
     """The exact messages the service sends upstream, built by the same chain code."""
     os.environ["RAG_DATA_DIR"] = str(data_dir)
     from pipelines.chain import AskInput, RagChain
-    from pipelines.embedder import SentenceTransformerEmbedder
+    from pipelines.embedder import build_embedder
     from pipelines.generators.openai_server import OpenAIServerGenerator
-    from pipelines.retrieval import RetrievalService
+    from pipelines.retrieval import build_retrieval
     from pipelines.settings import Settings
-    from pipelines.sparse import QdrantBm25Encoder
     from pipelines.stores import build_store
     from pipelines.types import ChatMessage
 
     settings = Settings(llm={"base_url": base_url, "model": model})  # type: ignore[arg-type]
-    embedder = SentenceTransformerEmbedder(settings.embedding)
+    embedder = build_embedder(settings)
     store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
     generator = OpenAIServerGenerator(settings.llm)
-    chain = RagChain(RetrievalService(store, embedder, QdrantBm25Encoder()), generator)
+    chain = RagChain(build_retrieval(settings, store, embedder), generator)
     out = []
     try:
         for q in questions:

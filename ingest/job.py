@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from ingest.chunking import Chunker
 from ingest.pipeline import IngestPipeline
-from pipelines.embedder import SentenceTransformerEmbedder
+from pipelines.embedder import build_embedder
 from pipelines.ports import Embedder, VectorStore
 from pipelines.settings import Settings
 from pipelines.sparse import QdrantBm25Encoder
@@ -24,7 +24,7 @@ def build_pipeline(settings: Settings, store: VectorStore, embedder: Embedder) -
     return IngestPipeline(
         store,
         embedder,
-        QdrantBm25Encoder(),
+        QdrantBm25Encoder.from_settings(settings.retrieval),
         build_chunker(settings, embedder),
         batch_size=max(settings.embedding.batch_size * 4, 64),
     )
@@ -32,7 +32,7 @@ def build_pipeline(settings: Settings, store: VectorStore, embedder: Embedder) -
 
 @asynccontextmanager
 async def open_pipeline(settings: Settings) -> AsyncIterator[IngestPipeline]:
-    embedder = SentenceTransformerEmbedder(settings.embedding)
+    embedder = build_embedder(settings)
     store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
     try:
         yield build_pipeline(settings, store, embedder)

@@ -18,7 +18,7 @@ from pydantic import ConfigDict
 
 from pipelines.errors import InvalidInput
 from pipelines.ports import Embedder, Reranker, SparseEncoder, VectorStore
-from pipelines.settings import RetrievalSettings
+from pipelines.settings import RetrievalSettings, Settings
 from pipelines.types import Filters, Hit, SearchMode
 
 _DEFAULTS = RetrievalSettings()
@@ -217,3 +217,22 @@ class StoreRetriever(BaseRetriever):
             filters=kwargs.get("filters", self.filters),
         )
         return [hit_to_document(h) for h in hits]
+
+
+def build_retrieval(
+    settings: Settings,
+    store: VectorStore,
+    embedder: Embedder,
+    sparse: SparseEncoder | None = None,
+) -> RetrievalService:
+    """The retrieval service the settings describe (BM25 parameters, reranker, dedupe, k)."""
+    from pipelines.rerank import build_reranker
+    from pipelines.sparse import QdrantBm25Encoder
+
+    return RetrievalService.from_settings(
+        settings.retrieval,
+        store,
+        embedder,
+        sparse or QdrantBm25Encoder.from_settings(settings.retrieval),
+        reranker=build_reranker(settings.retrieval, device=settings.embedding.device),
+    )

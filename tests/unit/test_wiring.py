@@ -1,0 +1,47 @@
+"""Settings reach the parts they configure: RAG_RETRIEVAL__* and RAG_EMBEDDING__* overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipelines.retrieval import build_retrieval
+from pipelines.settings import Settings
+from pipelines.sparse import QdrantBm25Encoder
+from pipelines.stores.edge import EdgeStore
+
+
+def test_retrieval_settings_reach_the_service_and_bm25(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, embedder: object
+) -> None:
+    monkeypatch.setenv("RAG_RETRIEVAL__BM25_K1", "1.7")
+    monkeypatch.setenv("RAG_RETRIEVAL__BM25_B", "0.25")
+    monkeypatch.setenv("RAG_RETRIEVAL__DEDUPE", "false")
+    monkeypatch.setenv("RAG_RETRIEVAL__MODE", "sparse")
+    monkeypatch.setenv("RAG_RETRIEVAL__K", "7")
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    store = EdgeStore(tmp_path / "q", dim=384, embedding_model="m")
+    service = build_retrieval(settings, store, embedder)  # type: ignore[arg-type]
+    assert isinstance(service.sparse, QdrantBm25Encoder)
+    assert (service.sparse.k1, service.sparse.b) == (1.7, 0.25)
+    assert (service.dedupe, service.default_mode, service.default_k) == (False, "sparse", 7)
+    assert service.reranker is None  # no cross-encoder configured
+
+
+def test_ingest_uses_the_configured_bm25(make_settings: Callable[..., Settings]) -> None:
+    from ingest.job import build_pipeline
+
+    settings = make_settings(retrieval={"bm25_k1": 1.3, "bm25_avg_len": 64})
+
+    class _Embedder:
+        name, dim, max_tokens = "m", 384, 256
+
+        def count_tokens(self, text: str) -> int:
+            return len(text.split())
+
+    pipeline = build_pipeline(settings, object(), _Embedder())  # type: ignore[arg-type]
+    sparse = pipeline._sparse
+    assert isinstance(sparse, QdrantBm25Encoder)
+    assert (sparse.k1, sparse.avg_len) == (1.3, 64)
