@@ -521,6 +521,5 @@ class _Counter:
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
     """The embedder for a process, its ONNX export cached under the data dir."""
-    return SentenceTransformerEmbedder(
-        settings.embedding, cache_dir=settings.model_dir / "embeddings"
-    )
+    cache_dir = settings.embedding.cache_dir or settings.model_dir / "embeddings"
+    return SentenceTransformerEmbedder(settings.embedding, cache_dir=cache_dir)

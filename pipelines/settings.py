@@ -34,6 +34,7 @@ class EmbeddingSettings(BaseModel):
     # run an ONNX export of the model, made once under the data dir.
     backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     threads: int | None = Field(default=None, ge=1)  # None: every core this process may use
+    cache_dir: Path | None = None  # where ONNX exports live; None: <data_dir>/models/embeddings
 
 
 class ChunkingSettings(BaseModel):

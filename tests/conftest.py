@@ -22,12 +22,18 @@ from pipelines.sparse import QdrantBm25Encoder
 from pipelines.stores.edge import EdgeStore
 
 REPO = Path(__file__).resolve().parent.parent
+# One ONNX export of the embedder for the whole session and its subprocesses (`rag ingest`
+# in the SIGKILL test, uvicorn apps), not one per temporary data dir.
+EMBEDDING_CACHE = Path(os.environ.get("RAG_TEST_MODEL_CACHE", "/tmp/ragserve-test-models"))
+os.environ.setdefault("RAG_EMBEDDING__CACHE_DIR", str(EMBEDDING_CACHE / "embeddings"))
 SAMPLES = REPO / "samples"
 
 
 @pytest.fixture(scope="session")
 def embedder() -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(EmbeddingSettings())
+    return SentenceTransformerEmbedder(
+        EmbeddingSettings(), cache_dir=Path(os.environ["RAG_EMBEDDING__CACHE_DIR"])
+    )
 
 
 @pytest.fixture
