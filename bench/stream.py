@@ -172,9 +172,10 @@ async def measure(
     ):
         await one_service(svc, QUESTIONS[0], 4)  # warm both paths
         await one_direct(direct, model, prompts[0], 4)
-        for n in args.concurrency:
+        for n, r in ((n, r) for n in args.concurrency for r in range(args.rounds)):
             idx = [i % len(QUESTIONS) for i in range(n)]
-            for path in ("direct", "service"):
+            # Alternate which path goes first: neither always meets a warmer engine.
+            for path in ("direct", "service") if r % 2 == 0 else ("service", "direct"):
                 t0 = time.perf_counter()
                 if path == "service":
                     runs = await asyncio.gather(
@@ -186,6 +187,7 @@ async def measure(
                     )
                 row = {
                     "concurrency": n,
+                    "round": r,
                     "path": path,
                     **summarize(list(runs), time.perf_counter() - t0),
                 }
@@ -194,10 +196,17 @@ async def measure(
     return results
 
 
+def _median_row(rows: list[dict[str, Any]], n: int, path: str) -> dict[str, float]:
+    mine = [r for r in rows if r["concurrency"] == n and r["path"] == path]
+    keys = ("ttft_p50_ms", "retrieval_p50_ms", "tokens_per_s")
+    return {k: statistics.median(float(r[k]) for r in mine) for k in keys}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per concurrency (medians)")
     ap.add_argument("--model", default=None, help="HF model dir/name (default: bundled)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -221,6 +230,9 @@ def main() -> None:
                 "--served-model-name",
                 served,
                 "--enforce-eager",
+                # Both paths send the same prompts: a prefix cache would let the second
+                # path reuse the first one's prefill and flatter it.
+                "--no-enable-prefix-caching",
                 "--max-model-len",
                 "2048",
                 "--host",
@@ -276,8 +288,8 @@ def main() -> None:
 
     comparison = []
     for n in args.concurrency:
-        d = next(r for r in rows if r["concurrency"] == n and r["path"] == "direct")
-        s = next(r for r in rows if r["concurrency"] == n and r["path"] == "service")
+        d = _median_row(rows, n, "direct")
+        s = _median_row(rows, n, "service")
         comparison.append(
             {
                 "concurrency": n,
