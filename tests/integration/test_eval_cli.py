@@ -91,7 +91,7 @@ def test_eval_beir_rejects_a_folder_that_is_not_a_beir_dataset(tmp_path: Path) -
     assert "corpus.jsonl not found" in " ".join(result.output.split())
 
 
-def test_eval_squad_without_answers_reports_hit_rates(tmp_path: Path) -> None:
+def _squad_file(tmp_path: Path) -> Path:
     paragraphs = [
         ("Venus", DOCS["d1"][1], "How hot is the surface of Venus?", "464 degrees"),
         ("Coffee", DOCS["d2"][1], "How much coffee per litre?", "60 GRAMS"),
@@ -114,11 +114,33 @@ def test_eval_squad_without_answers_reports_hit_rates(tmp_path: Path) -> None:
     }
     path = tmp_path / "squad.json"
     path.write_text(json.dumps(data))
-    result = _run("squad", str(path), "--no-answers", "--json")
+    return path
+
+
+def test_eval_squad_without_answers_reports_hit_rates(tmp_path: Path) -> None:
+    result = _run("squad", str(_squad_file(tmp_path)), "--no-answers", "--json")
     assert result["questions"] == 3
     assert (result["hit@1"], result["hit@5"], result["hit@10"]) == (1.0, 1.0, 1.0)
     assert "answer_contains_gold" not in result
     assert result["answers"] is False
+
+
+def test_eval_squad_with_answers_generates_through_a_real_vllm_server(
+    tmp_path: Path, vllm_server: str, served_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAG_LLM__BASE_URL", vllm_server)
+    monkeypatch.setenv("RAG_LLM__MODEL", served_model)
+    monkeypatch.setenv("RAG_LLM__MAX_TOKENS", "48")
+    result = _run("squad", str(_squad_file(tmp_path)), "--json")
+    assert result["answers"] is True
+    assert result["questions"] == 3
+    assert result["hit@1"] == 1.0
+    # Each question's only source holds the answer: an answer that contains the gold string
+    # cites a correct source whenever it cites at all.
+    assert 0.0 <= result["citation_correct"] <= 1.0
+    # Temperature 0 over one short, explicit source: SmolLM2 gets at least one of these right
+    # (0.0 would mean the answers never reached the scorer).
+    assert result["answer_contains_gold"] > 0.0
 
 
 def test_eval_beir_min_ndcg_fails_the_run_below_the_target(beir_dir: Path) -> None:
