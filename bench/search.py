@@ -241,6 +241,49 @@ async def _recall(settings: Settings, collection: str, queries: list[str]) -> di
     return out
 
 
+async def _ef_sweep(
+    settings: Settings, collection: str, queries: list[str], efs: list[int]
+) -> dict[str, Any]:
+    """Dense store latency (in-process, embedding excluded) and recall@10 vs exact per ef."""
+    from pipelines.embedder import build_embedder
+    from pipelines.stores.edge import EdgeStore
+
+    q = settings.qdrant
+    embedder = build_embedder(settings)
+    vectors = embedder.embed_queries(queries)
+    runs: dict[str, list[list[str]]] = {}
+    out: dict[str, Any] = {}
+    for ef in [0, *efs]:  # 0: exact
+        store = EdgeStore(
+            settings.qdrant_dir,
+            dim=embedder.dim,
+            embedding_model=embedder.name,
+            hnsw_m=q.hnsw_m,
+            hnsw_ef_construct=q.hnsw_ef_construct,
+            hnsw_ef=max(ef, 1),
+            exact=ef == 0,
+        )
+        try:
+            ms, ranked = [], []
+            for v in vectors:
+                started = time.perf_counter()
+                hits = await store.search(collection, dense=v, sparse=None, k=10, mode="dense")
+                ms.append((time.perf_counter() - started) * 1000)
+                ranked.append([h.chunk_id for h in hits])
+        finally:
+            await store.close()
+        runs[str(ef)] = ranked
+        exact = runs["0"]
+        overlap = [
+            len(set(a) & set(e)) / max(len(e), 1) for a, e in zip(ranked, exact, strict=True)
+        ]
+        out["exact" if ef == 0 else f"ef={ef}"] = {
+            **_percentiles(ms),
+            "recall@10_vs_exact": round(statistics.fmean(overlap), 4),
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", type=Path, default=ROOT.parent / "shared/data/scifact")
@@ -250,6 +293,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--synthetic", type=int, default=0, help="also N synthetic points")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--ef-sweep",
+        default="",
+        help="comma-separated hnsw_ef values: dense store latency and recall per ef",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
@@ -291,6 +339,11 @@ def main() -> None:
                 "points": stats.chunks,
                 "modes": {m: {**latency[m], "recall@10_vs_exact": recall[m]} for m in MODES},
             }
+            if args.ef_sweep:
+                efs = [int(x) for x in args.ef_sweep.split(",")]
+                report["collections"][name]["dense_ef_sweep"] = await _ef_sweep(
+                    settings, name, queries, efs
+                )
         return report
 
     report = asyncio.run(run())
