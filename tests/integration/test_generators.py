@@ -218,17 +218,27 @@ class TestOpenAIServerGenerator:
         await eventually(running(vllm_server, 0), "the server kept running the abandoned request")
         assert await completed_requests(vllm_server) == completed_before
 
-    async def test_slow_upstream_raises_upstream_timeout(
-        self, vllm_server: str, served_model: str
-    ) -> None:
-        # 10 ms without a byte: far shorter than a prefill or one decode step on this model.
-        settings = LLMSettings(base_url=vllm_server, model=served_model, timeout_s=0.01)
+    async def test_slow_upstream_raises_upstream_timeout(self, served_model: str) -> None:
+        # An upstream on loopback that accepts the request and never answers: a real socket,
+        # deterministic (a real vLLM decodes this model at ~10 ms a token here, so a short
+        # timeout against it was a race).
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(65536)
+            await asyncio.sleep(30)
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = LLMSettings(
+            base_url=f"http://127.0.0.1:{port}", model=served_model, timeout_s=0.2
+        )
         generator = OpenAIServerGenerator(settings)
         try:
             with pytest.raises(UpstreamTimeout):
                 await collect(generator.stream(ask(LONG, 64)))
         finally:
             await generator.close()
+            server.close()
 
 
 class CountingTransport(httpx.AsyncHTTPTransport):
