@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from bench.common import emit_report  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 from pipelines.types import Chunk, EmbeddedChunk, SearchMode, SparseVector  # noqa: E402
 
@@ -193,30 +194,36 @@ async def _latency(
     return out
 
 
-async def _recall(settings: Settings, collection: str, queries: list[str]) -> dict[str, Any]:
-    """Top-10 overlap of the product's search with the same search made exact."""
-    from pipelines.embedder import build_embedder
-    from pipelines.sparse import QdrantBm25Encoder
+def _edge_store(settings: Settings, embedder: Any, *, ef: int, exact: bool) -> Any:
+    """The embedded store as the product opens it, with this search-time ef / exact search."""
     from pipelines.stores.common import HybridParams
     from pipelines.stores.edge import EdgeStore
 
     q = settings.qdrant
+    return EdgeStore(
+        settings.qdrant_dir,
+        dim=embedder.dim,
+        embedding_model=embedder.name,
+        hnsw_m=q.hnsw_m,
+        hnsw_ef_construct=q.hnsw_ef_construct,
+        hnsw_ef=ef,
+        hybrid=HybridParams.from_settings(settings.retrieval),
+        exact=exact,
+    )
+
+
+async def _recall(settings: Settings, collection: str, queries: list[str]) -> dict[str, Any]:
+    """Top-10 overlap of the product's search with the same search made exact."""
+    from pipelines.embedder import build_embedder
+    from pipelines.sparse import QdrantBm25Encoder
+
     embedder = build_embedder(settings)
     sparse = QdrantBm25Encoder.from_settings(settings.retrieval)
     dense_vecs = embedder.embed_queries(queries)
     results: dict[str, list[list[str]]] = {}
     out: dict[str, Any] = {}
     for exact in (False, True):
-        store = EdgeStore(
-            settings.qdrant_dir,
-            dim=embedder.dim,
-            embedding_model=embedder.name,
-            hnsw_m=q.hnsw_m,
-            hnsw_ef_construct=q.hnsw_ef_construct,
-            hnsw_ef=q.hnsw_ef,
-            hybrid=HybridParams.from_settings(settings.retrieval),
-            exact=exact,
-        )
+        store = _edge_store(settings, embedder, ef=settings.qdrant.hnsw_ef, exact=exact)
         try:
             for mode in MODES:
                 ranked = []
@@ -246,23 +253,13 @@ async def _ef_sweep(
 ) -> dict[str, Any]:
     """Dense store latency (in-process, embedding excluded) and recall@10 vs exact per ef."""
     from pipelines.embedder import build_embedder
-    from pipelines.stores.edge import EdgeStore
 
-    q = settings.qdrant
     embedder = build_embedder(settings)
     vectors = embedder.embed_queries(queries)
     runs: dict[str, list[list[str]]] = {}
     out: dict[str, Any] = {}
     for ef in [0, *efs]:  # 0: exact
-        store = EdgeStore(
-            settings.qdrant_dir,
-            dim=embedder.dim,
-            embedding_model=embedder.name,
-            hnsw_m=q.hnsw_m,
-            hnsw_ef_construct=q.hnsw_ef_construct,
-            hnsw_ef=max(ef, 1),
-            exact=ef == 0,
-        )
+        store = _edge_store(settings, embedder, ef=max(ef, 1), exact=ef == 0)
         try:
             ms, ranked = [], []
             for v in vectors:
@@ -351,11 +348,7 @@ def main() -> None:
         return report
 
     report = asyncio.run(run())
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import emit_report  # noqa: E402
+
 QUESTIONS = [
     "How hot is the surface of Venus?",
     "Which planet has the tallest volcano?",
@@ -311,11 +313,7 @@ def main() -> None:
         "comparison": comparison,
         "targets": {"added_ttft_ms_max": 5, "throughput_ratio_min": 0.95},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":

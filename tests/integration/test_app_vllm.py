@@ -54,7 +54,6 @@ async def test_stream_answer_from_real_engine_with_sources(
     done = events[-1][1]
     assert done["finish_reason"] in ("stop", "length")
     assert done["usage"]["completion_tokens"] > 0 and done["usage"]["prompt_tokens"] > 50
-    assert done["latency_ms"]["ttft"] >= done["latency_ms"]["retrieval"]
 
 
 async def test_client_disconnect_aborts_the_engine_request(
