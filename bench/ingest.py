@@ -87,6 +87,7 @@ def v_prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from ingest.loaders import LoadedDocument, Section
     from pipelines.evaluation import load_beir
     from pipelines.settings import Settings
+    from pipelines.types import with_heading
 
     started = time.perf_counter()
     embedder = make_embedder(args, args.backend)
@@ -101,9 +102,7 @@ def v_prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         title = str(r.get("title") or "").strip() or str(r["_id"])  # as the jsonl loader
         doc = LoadedDocument(str(r["_id"]), "corpus", title, [Section(text)], "jsonl")
         # What the pipeline embeds: the chunk, behind its title heading when it lacks it.
-        chunks.extend(
-            f"{c.heading}\n\n{c.text}" if c.heading else c.text for c in chunker.split(doc)
-        )
+        chunks.extend(with_heading(c.heading, c.text) for c in chunker.split(doc))
     beir = load_beir(Path(args.data), "test")
     (work / "texts.json").write_text(json.dumps(texts))
     (work / "chunks.json").write_text(json.dumps(chunks))

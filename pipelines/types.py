@@ -15,6 +15,11 @@ class SparseVector:
     values: list[float]
 
 
+def with_heading(heading: str, text: str) -> str:
+    """What the dense and sparse encoders see for a chunk: its heading, then its text."""
+    return f"{heading}\n\n{text}" if heading else text
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """One retrievable piece of a document, with everything needed to cite it."""
@@ -39,7 +44,7 @@ class Chunk:
     @property
     def embedding_text(self) -> str:
         """What the dense and sparse encoders see: the heading, then the text."""
-        return f"{self.heading}\n\n{self.text}" if self.heading else self.text
+        return with_heading(self.heading, self.text)
 
     def payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {

@@ -3,6 +3,7 @@ from __future__ import annotations
 from ingest.chunking import Chunker
 from ingest.loaders import LoadedDocument, Section
 from pipelines.embedder import SentenceTransformerEmbedder
+from pipelines.types import with_heading
 
 
 def _doc(
@@ -54,7 +55,7 @@ def test_long_titled_document_has_no_bare_title_chunk_and_every_chunk_carries_th
     assert all(c.text != title for c in chunks)
     for c in chunks:
         assert c.text.startswith(title) or c.heading == title
-        embedded = f"{c.heading}\n\n{c.text}" if c.heading else c.text
+        embedded = with_heading(c.heading, c.text)
         assert embedder.count_tokens(embedded) <= 128
         assert doc.text[c.char_start : c.char_end] == c.text
 
