@@ -1,9 +1,11 @@
-"""Dense embeddings: sentence-transformers on torch, or its ONNX export (fp32/int8) on CPUs."""
+"""Dense embeddings: sentence-transformers on torch, or its ONNX export on CPUs (run by
+OpenVINO, or ONNX Runtime in fp32/int8)."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -13,7 +15,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -30,20 +32,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
-BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx", "onnx-int8")
-# What "auto" picks on CPUs: the fp32 ONNX export. Same vectors as torch (cosine > 0.999,
-# checked at export), ~1.4x its batch throughput and half its single-query latency on the
-# 2-core AVX2 machine (docs/benchmarks.md). int8 is ~2x faster again but its dynamic scales
-# depend on which texts share a batch, and SciFact dense nDCG@10 moved by up to 0.006 from
-# fp32 (the quality gate is 0.005): opt in with RAG_EMBEDDING__BACKEND=onnx-int8.
-CPU_BACKEND: Backend = "onnx"
+Backend = Literal["auto", "torch", "onnx", "onnx-int8", "openvino"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx", "onnx-int8", "openvino")
+# What "auto" picks on CPUs: the fp32 ONNX export run by OpenVINO when it is installed, else by
+# ONNX Runtime. OpenVINO computes in bf16 where the CPU has it natively (AMX / AVX512-BF16:
+# 3.8x ONNX Runtime's fp32 batch throughput on the 2-core machine here, vectors at cosine
+# > 0.9999, SciFact dense nDCG@10 within the 0.005 gate; docs/benchmarks.md) and in fp32
+# elsewhere. Every load checks its vectors against torch's, kept with the export.
+# int8 is opt-in (RAG_EMBEDDING__BACKEND=onnx-int8): its dynamic scales depend on which texts
+# share a batch, and SciFact dense nDCG@10 moved by up to 0.006 from fp32.
 # Bump when the export recipe changes: caches made by an older recipe are rebuilt.
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 _META = "export.json"
 # Tokens per ONNX run: 32 full-length rows; as fast as 64 on CPU at half the peak memory.
 _BATCH_TOKENS = 8192
 _PAD_WASTE = 0.05
+_MIN_COSINE = 0.999  # an fp32 export or a bf16 engine must stay this close to torch
+Engine = Literal["ort", "openvino"]
 _PROBES = (
     "What is the boiling point of water at sea level?",
     "Aspirin reduces the risk of myocardial infarction in adults over fifty.",
@@ -68,6 +73,11 @@ def _resolve_model_path(model: str) -> str:
 def _nvidia_present() -> bool:
     # Importing torch only to learn there is no GPU costs ~200 MB of RSS on CPU machines.
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
+def _cpu_backend() -> Backend:
+    """The first CPU backend whose engine is installed (ONNX Runtime always is)."""
+    return "openvino" if importlib.util.find_spec("openvino") is not None else "onnx"
 
 
 def _default_device() -> str:
@@ -194,7 +204,7 @@ def _export(source: str, target: Path, *, quantize: bool) -> None:
             "max_tokens": max_len,
             "pooling": pooling,
         }
-        _validate(st, work, meta)
+        meta["probes"] = _validate(st, work, meta)
         (work / _META).write_text(json.dumps(meta, indent=2))
         work.chmod(0o755)  # mkdtemp made it private
         if target.exists():  # stale: an older recipe or another source model
@@ -252,9 +262,13 @@ def _quantize(model_file: Path) -> None:
     fp32.unlink()
 
 
-def _validate(st: Any, folder: Path, meta: dict[str, Any]) -> None:
-    """The export must tokenize like the original and embed (nearly) the same vectors."""
-    runner = _OnnxRunner(folder, meta, threads=_cpu_threads())
+def _validate(st: Any, folder: Path, meta: dict[str, Any]) -> list[list[float]]:
+    """The export must tokenize like the original and embed (nearly) the same vectors.
+
+    Returns torch's vectors for the probes: kept with the export, so that any engine that
+    runs it later (OpenVINO in bf16) is checked against the original model at load time.
+    """
+    runner = _OnnxRunner(folder, meta, threads=_cpu_threads(), engine="ort")
     hf_ids = st.tokenizer(list(_PROBES), truncation=True, max_length=meta["max_tokens"])
     ours = [enc.ids for enc in runner.tokenizer.encode_batch(list(_PROBES))]
     if [list(x) for x in hf_ids["input_ids"]] != ours:
@@ -262,39 +276,40 @@ def _validate(st: Any, folder: Path, meta: dict[str, Any]) -> None:
     ref = st.encode(
         list(_PROBES), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )
-    got = runner.encode(list(_PROBES), batch_size=len(_PROBES))
-    worst = float(np.min(np.sum(ref * got, axis=1)))
-    if worst < (0.98 if meta["quantized"] else 0.999):
+    worst = _agreement(runner, ref)
+    if worst < (0.98 if meta["quantized"] else _MIN_COSINE):
         raise _Unsupported(f"the export disagrees with torch (cosine {worst:.4f})")
+    return [[round(float(x), 7) for x in row] for row in ref]
+
+
+def _agreement(runner: _OnnxRunner, reference: npt.ArrayLike) -> float:
+    """The worst cosine between the runner's probe vectors and the reference ones."""
+    got = runner.encode(list(_PROBES), batch_size=len(_PROBES))
+    return float(np.min(np.sum(np.asarray(reference, dtype=np.float32) * got, axis=1)))
 
 
 # -- run time -------------------------------------------------------------------------------
 
 
 class _OnnxRunner:
-    """Rust tokenizer + ONNX Runtime session; length-sorted batches keep padding small."""
+    """Rust tokenizer + an inference engine on the ONNX export (ONNX Runtime or OpenVINO);
+    length-sorted batches keep padding small."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any], *, threads: int) -> None:
-        import onnxruntime as ort  # type: ignore[import-untyped]  # no stubs
+    def __init__(
+        self, folder: Path, meta: dict[str, Any], *, threads: int, engine: Engine = "ort"
+    ) -> None:
         from tokenizers import Tokenizer
 
         self.max_tokens = int(meta["max_tokens"])
         self.dim = int(meta["dim"])
+        self.engine: Engine = engine
         self.tokenizer: Tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()  # the saved file may carry a fixed padding length
         self.tokenizer.enable_truncation(self.max_tokens)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # Idle pool threads sleep instead of spinning: the chunker thread and the event loop
-        # share the cores, and spinning took CPU from them (measured: not faster when idle).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(
-            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        if engine == "openvino":
+            self._run = _openvino_session(folder / "model.onnx", threads)
+        else:
+            self._run = _ort_session(folder / "model.onnx", threads)
 
     def encode(self, texts: Sequence[str], *, batch_size: int) -> npt.NDArray[np.float32]:
         encodings = self.tokenizer.encode_batch(list(texts))
@@ -310,9 +325,56 @@ class _OnnxRunner:
                 n = int(lengths[i])
                 ids[r, :n] = encodings[i].ids
                 mask[r, :n] = 1
-            (vectors,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
-            out[rows] = vectors
+            out[rows] = self._run(ids, mask)
         return _normalize(out)
+
+
+RunFn = Callable[["npt.NDArray[np.int64]", "npt.NDArray[np.int64]"], "npt.NDArray[np.float32]"]
+
+
+def _ort_session(model_file: Path, threads: int) -> RunFn:
+    import onnxruntime as ort  # type: ignore[import-untyped]  # no stubs
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # Idle pool threads sleep instead of spinning: the chunker thread and the event loop
+    # share the cores, and spinning took CPU from them (measured: not faster when idle).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+    def run(ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        (vectors,) = session.run(None, {"input_ids": ids, "attention_mask": mask})
+        return cast("npt.NDArray[np.float32]", vectors)
+
+    return run
+
+
+def _openvino_session(model_file: Path, threads: int) -> RunFn:
+    """OpenVINO on the CPU with its default precision: bf16 where the CPU computes it natively
+    (AMX, AVX512-BF16), fp32 elsewhere. Latency hint: one request at a time, all threads."""
+    import openvino as ov  # type: ignore[import-untyped]  # no stubs
+
+    compiled = ov.Core().compile_model(
+        str(model_file),
+        "CPU",
+        {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
+    )
+    request = compiled.create_infer_request()
+    log.info(
+        "OpenVINO runs the embedder in %s on %d threads",
+        compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+        threads,
+    )
+
+    def run(ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        # The output tensor is reused by the next call: copy it out.
+        return np.array(request.infer({"input_ids": ids, "attention_mask": mask})[0])
+
+    return run
 
 
 def _runs(widths: npt.NDArray[np.int64], max_rows: int) -> Iterator[slice]:
@@ -348,9 +410,12 @@ def _current(folder: Path, fingerprint: str) -> dict[str, Any] | None:
 
 
 def _load_onnx(
-    model: str, path: str, cache_dir: Path, *, quantize: bool, threads: int
+    model: str, path: str, cache_dir: Path, *, backend: str, threads: int
 ) -> _OnnxRunner | None:
-    """The cached export, made on first use; None when the model cannot be exported."""
+    """The cached export, made on first use, run by the backend's engine; None when the model
+    cannot be exported. An OpenVINO run that strays from torch's vectors falls back to ONNX
+    Runtime."""
+    quantize = backend == "onnx-int8"
     folder = cache_dir / f"{_slug(model)}-onnx{'-int8' if quantize else ''}"
     fingerprint = _fingerprint(path)
     meta = _current(folder, fingerprint)
@@ -376,6 +441,16 @@ def _load_onnx(
             ) from exc
         if meta is None:
             raise ConfigError(f"the ONNX export under {folder} is unreadable; delete it")
+    if backend == "openvino":
+        runner = _OnnxRunner(folder, meta, threads=threads, engine="openvino")
+        worst = _agreement(runner, meta["probes"])
+        if worst >= _MIN_COSINE:
+            return runner
+        log.warning(
+            "OpenVINO's vectors differ from the model's on this CPU (cosine %.4f): "
+            "using ONNX Runtime in fp32",
+            worst,
+        )
     return _OnnxRunner(folder, meta, threads=threads)
 
 
@@ -383,8 +458,9 @@ class SentenceTransformerEmbedder:
     """Batched, normalized embeddings; one encode at a time (the backend uses every core).
 
     `backend` (settings): "torch" runs sentence-transformers in fp32; "onnx" / "onnx-int8"
-    run an ONNX export of the same model, made once under `cache_dir` and reused; "auto" is
-    torch on a GPU and CPU_BACKEND on CPUs.
+    run an ONNX export of the same model with ONNX Runtime, made once under `cache_dir` and
+    reused; "openvino" runs that fp32 export with OpenVINO; "auto" is torch on a GPU and
+    `_cpu_backend()` on CPUs.
     """
 
     def __init__(self, settings: EmbeddingSettings, *, cache_dir: Path | None = None) -> None:
@@ -398,7 +474,12 @@ class SentenceTransformerEmbedder:
         path = _resolve_model_path(settings.model)
         device = settings.device or _default_device()
         if backend == "auto":
-            backend = "torch" if device != "cpu" else CPU_BACKEND
+            backend = "torch" if device != "cpu" else _cpu_backend()
+        if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+            raise ConfigError(
+                "the openvino embedding backend needs the 'openvino' package "
+                "(pip install openvino), or set RAG_EMBEDDING__BACKEND=onnx"
+            )
         self._name = settings.model
         self._batch_size = settings.batch_size
         self._lock = threading.Lock()
@@ -411,10 +492,11 @@ class SentenceTransformerEmbedder:
                     f"for device '{device}'"
                 )
             self._onnx = _load_onnx(
-                settings.model, path, Path(cache), quantize=backend == "onnx-int8", threads=threads
+                settings.model, path, Path(cache), backend=backend, threads=threads
             )
         if self._onnx is not None:
-            self.backend = backend
+            fell_back = backend == "openvino" and self._onnx.engine == "ort"
+            self.backend = "onnx" if fell_back else backend
             self._dim = self._onnx.dim
             self._max_tokens = self._onnx.max_tokens
             self._counter = _Counter(None, self._onnx.tokenizer)

@@ -32,9 +32,10 @@ class EmbeddingSettings(BaseModel):
     model: str = BUNDLED_EMBEDDING_MODEL
     device: str | None = None  # None: CUDA when available, else CPU
     batch_size: int = Field(default=64, ge=1)
-    # "auto": torch on a GPU, CPU_BACKEND (pipelines/embedder.py) on CPUs; "onnx" / "onnx-int8"
-    # run an ONNX export of the model, made once under the data dir.
-    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    # "auto": torch on a GPU; on CPUs OpenVINO when installed, else "onnx" (pipelines/embedder.py).
+    # "onnx" / "onnx-int8" run an ONNX export of the model made once under the data dir with
+    # ONNX Runtime; "openvino" runs the same export with OpenVINO (bf16 on AMX CPUs).
+    backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino"] = "auto"
     threads: int | None = Field(default=None, ge=1)  # None: every core this process may use
     cache_dir: Path | None = None  # where ONNX exports live; None: <data_dir>/models/embeddings
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +111,36 @@ def test_unknown_backend_is_refused_with_the_accepted_names(cache_dir: Path) -> 
         EmbeddingSettings(backend="tensorrt")  # type: ignore[arg-type]
 
 
-def test_auto_backend_on_cpu_is_the_fp32_export_and_matches_torch(
+def test_auto_backend_on_cpu_is_openvino_on_the_fp32_export_and_matches_torch(
     cache_dir: Path, torch_fp32: SentenceTransformerEmbedder
 ) -> None:
     auto = SentenceTransformerEmbedder(_settings("auto"), cache_dir=cache_dir)
-    assert auto.backend == "onnx"
+    assert auto.backend == "openvino"
     assert (cache_dir / "all-MiniLM-L6-v2-onnx" / "model.onnx").is_file()
-    for a, b in zip(
-        auto.embed_documents(SENTENCES), torch_fp32.embed_documents(SENTENCES), strict=True
-    ):
-        assert _cosine(a, b) > 0.999
+    ort = SentenceTransformerEmbedder(_settings("onnx"), cache_dir=cache_dir)
+    assert ort.backend == "onnx"
+    reference = torch_fp32.embed_documents(SENTENCES)
+    for engine in (auto, ort):
+        for a, b in zip(engine.embed_documents(SENTENCES), reference, strict=True):
+            assert _cosine(a, b) > 0.999
+        assert engine.count_tokens(SENTENCES[0]) == torch_fp32.count_tokens(SENTENCES[0])
+
+
+def test_openvino_falls_back_to_onnx_runtime_when_its_vectors_stray(
+    cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    SentenceTransformerEmbedder(_settings("openvino"), cache_dir=cache_dir)  # the export exists
+    copy = tmp_path / "embeddings"
+    shutil.copytree(cache_dir / "all-MiniLM-L6-v2-onnx", copy / "all-MiniLM-L6-v2-onnx")
+    meta_file = copy / "all-MiniLM-L6-v2-onnx" / "export.json"
+    meta = json.loads(meta_file.read_text())
+    # The reference vectors kept with the export no longer match what the engine computes.
+    meta["probes"] = [[-x for x in row] for row in meta["probes"]]
+    meta_file.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="pipelines.embedder"):
+        embedder = SentenceTransformerEmbedder(_settings("openvino"), cache_dir=copy)
+    assert embedder.backend == "onnx"
+    assert "using ONNX Runtime in fp32" in caplog.text
 
 
 def test_export_cache_is_never_written_inside_site_packages(cache_dir: Path) -> None:
