@@ -2,10 +2,11 @@
 
 Builds (once, under --data-dir) a collection from a BEIR corpus with the product's ingest job,
 serves the real app in-process with uvicorn on 127.0.0.1, and sends the dataset's queries one
-at a time per mode. Recall@10 compares the store's top 10 with the same search made exact
-(`SearchParams(exact=True)` for the dense side). `--synthetic N` adds a collection of N points
-made from the real chunk embeddings (each a perturbed blend of two real chunks, with its
-source's text and sparse vector), to measure at scale. Prints JSON; --out writes it too.
+at a time per mode from a client in another process. Recall@10 compares the store's top 10
+with the same search made exact (`SearchParams(exact=True)`, original vectors, for the dense
+side). `--synthetic N` adds a collection of N points made from the real chunk embeddings (each
+a perturbed blend of two real chunks, with its source's text and sparse vector), to measure
+at scale. Prints JSON; --out writes it too.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import argparse
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -148,17 +151,43 @@ async def _build_synthetic(settings: Settings, source: str, target: str, n: int,
         await store.close()
 
 
+def _client(url: str, collection: str, queries: list[str], warmup: list[str]) -> dict[str, Any]:
+    """The load generator, in its own process (as a user's client is): sequential requests
+    per mode on one keep-alive connection; every path is warmed before any is timed."""
+    import httpx
+
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=url, timeout=30) as c:
+        for mode in MODES:
+            body = {"collection": collection, "k": 10, "mode": mode}
+            for q in warmup:
+                c.post("/v1/search", json={**body, "query": q}).raise_for_status()
+        for mode in MODES:
+            body = {"collection": collection, "k": 10, "mode": mode}
+            client_ms, server_ms = [], []
+            for q in queries:
+                started = time.perf_counter()
+                r = c.post("/v1/search", json={**body, "query": q})
+                client_ms.append((time.perf_counter() - started) * 1000)
+                r.raise_for_status()
+                server_ms.append(float(r.json()["latency_ms"]))
+            out[mode] = {
+                **_percentiles(client_ms),
+                "server_p50_ms": round(float(np.percentile(server_ms, 50)), 2),
+            }
+    return out
+
+
 async def _latency(
     settings: Settings, collection: str, queries: list[str], warmup: list[str]
 ) -> dict[str, Any]:
-    """Sequential POST /v1/search per mode against the real app served on loopback."""
-    import httpx
+    """Sequential POST /v1/search per mode against the real app served on loopback; the
+    client runs in another process so that its work does not queue on the server's loop."""
     import uvicorn
 
     from app.main import create_app
     from app.services import build_services
 
-    out: dict[str, Any] = {}
     async with AsyncExitStack() as stack:
         services = await build_services(settings, stack, start_generator=False)
         app = create_app(settings, services=services)
@@ -170,32 +199,21 @@ async def _latency(
         while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
             await asyncio.sleep(0.05)
         try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-                for mode in MODES:  # warm every path (model, page cache) before timing any
-                    body = {"collection": collection, "k": 10, "mode": mode}
-                    for q in warmup:
-                        (await c.post("/v1/search", json={**body, "query": q})).raise_for_status()
-                for mode in MODES:
-                    body = {"collection": collection, "k": 10, "mode": mode}
-                    client_ms, server_ms = [], []
-                    for q in queries:
-                        started = time.perf_counter()
-                        r = await c.post("/v1/search", json={**body, "query": q})
-                        client_ms.append((time.perf_counter() - started) * 1000)
-                        r.raise_for_status()
-                        server_ms.append(float(r.json()["latency_ms"]))
-                    out[mode] = {
-                        **_percentiles(client_ms),
-                        "server_p50_ms": round(float(np.percentile(server_ms, 50)), 2),
-                    }
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                url = f"http://127.0.0.1:{port}"
+                future = pool.submit(_client, url, collection, queries, warmup)
+                result: dict[str, Any] = await asyncio.wrap_future(future)
         finally:
             server.should_exit = True
             await task
-    return out
+    return result
 
 
-def _edge_store(settings: Settings, embedder: Any, *, ef: int, exact: bool) -> Any:
-    """The embedded store as the product opens it, with this search-time ef / exact search."""
+def _edge_store(
+    settings: Settings, embedder: Any, *, ef: int, exact: bool, quantization: str | None = None
+) -> Any:
+    """The embedded store as the product opens it, with this search-time ef / exact search
+    (and quantization: "none" searches the original vectors of an int8 collection)."""
     from pipelines.stores.common import HybridParams
     from pipelines.stores.edge import EdgeStore
 
@@ -207,6 +225,8 @@ def _edge_store(settings: Settings, embedder: Any, *, ef: int, exact: bool) -> A
         hnsw_m=q.hnsw_m,
         hnsw_ef_construct=q.hnsw_ef_construct,
         hnsw_ef=ef,
+        quantization=quantization or q.quantization,
+        oversampling=q.oversampling,
         hybrid=HybridParams.from_settings(settings.retrieval),
         exact=exact,
     )
@@ -251,15 +271,21 @@ async def _recall(settings: Settings, collection: str, queries: list[str]) -> di
 async def _ef_sweep(
     settings: Settings, collection: str, queries: list[str], efs: list[int]
 ) -> dict[str, Any]:
-    """Dense store latency (in-process, embedding excluded) and recall@10 vs exact per ef."""
+    """Dense store latency (in-process, embedding excluded) and recall@10 vs exact per ef, with
+    the int8 vectors (rescored) and with the original vectors only."""
     from pipelines.embedder import build_embedder
 
     embedder = build_embedder(settings)
     vectors = embedder.embed_queries(queries)
     runs: dict[str, list[list[str]]] = {}
     out: dict[str, Any] = {}
-    for ef in [0, *efs]:  # 0: exact
-        store = _edge_store(settings, embedder, ef=max(ef, 1), exact=ef == 0)
+    variants = [("exact", 1, "none")] + [
+        (f"ef={ef}/{q}", ef, q) for ef in efs for q in ("int8", "none")
+    ]
+    for name, ef, quantization in variants:
+        store = _edge_store(
+            settings, embedder, ef=ef, exact=name == "exact", quantization=quantization
+        )
         try:
             ms, ranked = [], []
             for v in vectors:
@@ -269,15 +295,12 @@ async def _ef_sweep(
                 ranked.append([h.chunk_id for h in hits])
         finally:
             await store.close()
-        runs[str(ef)] = ranked
-        exact = runs["0"]
+        runs[name] = ranked
         overlap = [
-            len(set(a) & set(e)) / max(len(e), 1) for a, e in zip(ranked, exact, strict=True)
+            len(set(a) & set(e)) / max(len(e), 1)
+            for a, e in zip(ranked, runs["exact"], strict=True)
         ]
-        out["exact" if ef == 0 else f"ef={ef}"] = {
-            **_percentiles(ms),
-            "recall@10_vs_exact": round(statistics.fmean(overlap), 4),
-        }
+        out[name] = {**_percentiles(ms), "recall@10_vs_exact": round(statistics.fmean(overlap), 4)}
     return out
 
 
@@ -319,6 +342,8 @@ def main() -> None:
                 "hnsw_m": settings.qdrant.hnsw_m,
                 "hnsw_ef_construct": settings.qdrant.hnsw_ef_construct,
                 "hnsw_ef": settings.qdrant.hnsw_ef,
+                "quantization": settings.qdrant.quantization,
+                "oversampling": settings.qdrant.oversampling,
                 "prefetch": settings.retrieval.prefetch,
                 "fusion": settings.retrieval.fusion,
             },

@@ -15,6 +15,8 @@ def build_store(settings: Settings, *, dim: int, embedding_model: str) -> Vector
         "hnsw_m": q.hnsw_m,
         "hnsw_ef_construct": q.hnsw_ef_construct,
         "hnsw_ef": q.hnsw_ef,
+        "quantization": q.quantization,
+        "oversampling": q.oversampling,
         "hybrid": HybridParams.from_settings(settings.retrieval),
     }
     if q.url:

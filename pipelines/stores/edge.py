@@ -84,6 +84,8 @@ class EdgeStore:
         hnsw_m: int = 16,
         hnsw_ef_construct: int = 128,
         hnsw_ef: int = 128,
+        quantization: str = "int8",
+        oversampling: float = 2.0,
         max_threads: int = 4,
         hybrid: HybridParams | None = None,
         exact: bool = False,
@@ -94,6 +96,8 @@ class EdgeStore:
         self._m = hnsw_m
         self._ef_construct = hnsw_ef_construct
         self._ef = hnsw_ef
+        self._int8 = quantization == "int8"
+        self._oversampling = oversampling
         self._hybrid = hybrid or HybridParams.from_settings()
         self._exact = exact  # brute-force dense search: the reference for HNSW recall
         self._shards: dict[str, qe.EdgeShard] = {}
@@ -105,8 +109,17 @@ class EdgeStore:
         return await anyio.to_thread.run_sync(partial(fn, *args), limiter=self._limiter)
 
     def _config(self) -> qe.EdgeConfig:
+        int8 = (
+            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+            if self._int8
+            else None
+        )
         return qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=self._dim, distance=qe.Distance.Cosine)},
+            vectors={
+                DENSE: qe.EdgeVectorParams(
+                    size=self._dim, distance=qe.Distance.Cosine, quantization_config=int8
+                )
+            },
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             hnsw_config=qe.HnswIndexConfig(
                 m=self._m, ef_construct=self._ef_construct, full_scan_threshold=10_000
@@ -229,6 +242,11 @@ class EdgeStore:
     async def document_states(self, collection: str) -> dict[str, DocState]:
         return await self._run(self._states, collection)
 
+    def _quantization_params(self) -> qe.QuantizationSearchParams:
+        if not self._int8 or self._exact:  # original vectors only (exact: the reference)
+            return qe.QuantizationSearchParams(ignore=True)
+        return qe.QuantizationSearchParams(rescore=True, oversampling=self._oversampling)
+
     def _query(
         self,
         collection: str,
@@ -253,7 +271,11 @@ class EdgeStore:
                     limit=depth,
                     query=qe.Query.Nearest(dense, using=DENSE),
                     filter=flt,
-                    params=qe.SearchParams(hnsw_ef=max(self._ef, depth), exact=self._exact),
+                    params=qe.SearchParams(
+                        hnsw_ef=max(self._ef, depth),
+                        exact=self._exact,
+                        quantization=self._quantization_params(),
+                    ),
                     with_payload=direct,
                 )
             )

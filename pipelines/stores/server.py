@@ -75,6 +75,8 @@ class QdrantServerStore:
         hnsw_m: int = 16,
         hnsw_ef_construct: int = 128,
         hnsw_ef: int = 128,
+        quantization: str = "int8",
+        oversampling: float = 2.0,
         hybrid: HybridParams | None = None,
         exact: bool = False,
     ) -> None:
@@ -86,6 +88,8 @@ class QdrantServerStore:
         self._m = hnsw_m
         self._ef_construct = hnsw_ef_construct
         self._ef = hnsw_ef
+        self._int8 = quantization == "int8"
+        self._oversampling = oversampling
         self._hybrid = hybrid or HybridParams.from_settings()
         self._exact = exact  # brute-force dense search: the reference for HNSW recall
         self._known: set[str] = set()
@@ -137,6 +141,15 @@ class QdrantServerStore:
                 shard_number=self._shards,
                 replication_factor=self._replicas,
                 hnsw_config=models.HnswConfigDiff(m=self._m, ef_construct=self._ef_construct),
+                quantization_config=(
+                    models.ScalarQuantization(
+                        scalar=models.ScalarQuantizationConfig(
+                            type=models.ScalarType.INT8, quantile=0.99, always_ram=True
+                        )
+                    )
+                    if self._int8
+                    else None
+                ),
             )
             for field in KEYWORD_INDEXES:
                 await self._client.create_payload_index(
@@ -238,7 +251,15 @@ class QdrantServerStore:
                     using=DENSE,
                     filter=flt,
                     limit=depth,
-                    params=models.SearchParams(hnsw_ef=max(self._ef, depth), exact=self._exact),
+                    params=models.SearchParams(
+                        hnsw_ef=max(self._ef, depth),
+                        exact=self._exact,
+                        quantization=models.QuantizationSearchParams(
+                            ignore=self._exact or not self._int8,
+                            rescore=True,
+                            oversampling=self._oversampling,
+                        ),
+                    ),
                     with_payload=direct,
                 )
             )

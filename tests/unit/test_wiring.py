@@ -45,3 +45,27 @@ def test_ingest_uses_the_configured_bm25(make_settings: Callable[..., Settings])
     sparse = pipeline._sparse
     assert isinstance(sparse, QdrantBm25Encoder)
     assert (sparse.k1, sparse.avg_len) == (1.3, 64)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, "int8"), ("none", None)])
+async def test_qdrant_quantization_setting_reaches_the_created_shard(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: str | None, expected: str | None
+) -> None:
+    import json
+
+    from pipelines.stores import build_store
+
+    if setting is not None:
+        monkeypatch.setenv("RAG_QDRANT__QUANTIZATION", setting)
+    monkeypatch.setenv("RAG_QDRANT__HNSW_EF", "99")
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    store = build_store(settings, dim=4, embedding_model="m")
+    assert isinstance(store, EdgeStore)
+    try:
+        await store.ensure_collection("c", create=True)
+    finally:
+        await store.close()
+    config = json.loads((settings.qdrant_dir / "c" / "edge_config.json").read_text())
+    quantization = config["vectors"]["dense"].get("quantization_config")
+    assert (quantization or {}).get("scalar", {}).get("type") == expected
+    assert store._ef == 99
