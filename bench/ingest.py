@@ -396,6 +396,7 @@ def machine() -> dict[str, Any]:
         pass
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     import onnxruntime
+    import openvino  # type: ignore[import-untyped]  # no stubs
     import sentence_transformers
     import torch
 
@@ -404,10 +405,12 @@ def machine() -> dict[str, Any]:
         "cores": len(os.sched_getaffinity(0)),
         "avx512": " avx512f" in flags,
         "avx2": " avx2" in flags,
+        "amx_bf16": " amx_bf16" in flags,
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.__version__,
         "sentence_transformers": sentence_transformers.__version__,
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
     }

@@ -32,6 +32,10 @@ class QdrantSettings(BaseModel):
     # Fixed when a collection is created; "none" on an int8 collection searches the originals.
     quantization: Literal["int8", "none"] = "int8"
     oversampling: float = Field(default=2.0, ge=1.0)
+    # Embedded store: "cached" reads a collection's payloads (chunk texts) into the OS page
+    # cache when it opens (evictable, ~1 GB per 1M chunks); "cold" reads them from disk on
+    # first use. At 1M points a fresh query's 20 payloads cost 20 disk reads when cold.
+    payload_memory: Literal["cached", "cold"] = "cached"
 
 
 class EmbeddingSettings(BaseModel):

@@ -33,4 +33,8 @@ def build_store(settings: Settings, *, dim: int, embedding_model: str) -> Vector
         )
     from pipelines.stores.edge import EdgeStore
 
-    return EdgeStore(settings.qdrant_dir, **common)  # type: ignore[arg-type]
+    return EdgeStore(
+        settings.qdrant_dir,
+        payload_in_ram=q.payload_memory == "cached",
+        **common,  # type: ignore[arg-type]
+    )

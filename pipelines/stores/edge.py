@@ -87,6 +87,7 @@ class EdgeStore:
         quantization: str = "int8",
         oversampling: float = 2.0,
         max_threads: int = 4,
+        payload_in_ram: bool = True,
         hybrid: HybridParams | None = None,
         exact: bool = False,
     ) -> None:
@@ -98,6 +99,7 @@ class EdgeStore:
         self._ef = hnsw_ef
         self._int8 = quantization == "int8"
         self._oversampling = oversampling
+        self._payload_memory = qe.Memory.Cached if payload_in_ram else qe.Memory.Cold
         self._hybrid = hybrid or HybridParams.from_settings()
         self._exact = exact  # brute-force dense search: the reference for HNSW recall
         self._shards: dict[str, qe.EdgeShard] = {}
@@ -124,6 +126,7 @@ class EdgeStore:
             hnsw_config=qe.HnswIndexConfig(
                 m=self._m, ef_construct=self._ef_construct, full_scan_threshold=10_000
             ),
+            payload_memory=self._payload_memory,
         )
 
     def _path(self, collection: str) -> Path:

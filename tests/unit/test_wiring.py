@@ -47,9 +47,15 @@ def test_ingest_uses_the_configured_bm25(make_settings: Callable[..., Settings])
     assert (sparse.k1, sparse.avg_len) == (1.3, 64)
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, "int8"), ("none", None)])
-async def test_qdrant_quantization_setting_reaches_the_created_shard(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: str | None, expected: str | None
+@pytest.mark.parametrize(
+    ("setting", "expected", "payload"), [(None, "int8", "cached"), ("none", None, "cold")]
+)
+async def test_qdrant_storage_settings_reach_the_created_shard(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    setting: str | None,
+    expected: str | None,
+    payload: str,
 ) -> None:
     import json
 
@@ -57,6 +63,7 @@ async def test_qdrant_quantization_setting_reaches_the_created_shard(
 
     if setting is not None:
         monkeypatch.setenv("RAG_QDRANT__QUANTIZATION", setting)
+        monkeypatch.setenv("RAG_QDRANT__PAYLOAD_MEMORY", payload)
     monkeypatch.setenv("RAG_QDRANT__HNSW_EF", "99")
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
     store = build_store(settings, dim=4, embedding_model="m")
@@ -68,4 +75,5 @@ async def test_qdrant_quantization_setting_reaches_the_created_shard(
     config = json.loads((settings.qdrant_dir / "c" / "edge_config.json").read_text())
     quantization = config["vectors"]["dense"].get("quantization_config")
     assert (quantization or {}).get("scalar", {}).get("type") == expected
+    assert config["payload_memory"] == payload
     assert store._ef == 99
