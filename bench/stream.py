@@ -211,6 +211,7 @@ async def measure_pairs(
     """One stream at a time, each question sent both ways back to back (alternating which goes
     first): the service's TTFT minus its retrieval minus the direct TTFT, per pair (ms)."""
     diffs = []
+    n_tokens = 8  # only the first token is timed here
     timeout = httpx.Timeout(600)
     async with (
         httpx.AsyncClient(base_url=service_url, timeout=timeout) as svc,
@@ -219,11 +220,11 @@ async def measure_pairs(
         for p in range(args.pairs):
             i = p % len(QUESTIONS)
             if p % 2 == 0:
-                d = await one_direct(direct, model, prompts[i], args.max_tokens)
-                s = await one_service(svc, QUESTIONS[i], args.max_tokens)
+                d = await one_direct(direct, model, prompts[i], n_tokens)
+                s = await one_service(svc, QUESTIONS[i], n_tokens)
             else:
-                s = await one_service(svc, QUESTIONS[i], args.max_tokens)
-                d = await one_direct(direct, model, prompts[i], args.max_tokens)
+                s = await one_service(svc, QUESTIONS[i], n_tokens)
+                d = await one_direct(direct, model, prompts[i], n_tokens)
             diffs.append(round((s["ttft"] - s["retrieval"] - d["ttft"]) * 1000, 2))
     return diffs
 
@@ -240,7 +241,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="rounds per concurrency (medians)")
     ap.add_argument(
-        "--pairs", type=int, default=24, help="paired single-stream requests for added TTFT"
+        "--pairs", type=int, default=32, help="paired single-stream requests for added TTFT"
     )
     ap.add_argument("--model", default=None, help="HF model dir/name (default: bundled)")
     ap.add_argument("--out", type=Path, default=None)
