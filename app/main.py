@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import install_error_handlers, request_id
 from app.metrics import install_metrics
@@ -15,6 +17,27 @@ from app.services import Services, build_services
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class RequestId:
+    """Pure ASGI: gives each request an id (the client's X-Request-ID or a new one), kept in
+    the request state for logs and error envelopes and echoed in the response headers."""
+
+    def __init__(self, inner: ASGIApp) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        rid = request_id(Request(scope))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("X-Request-ID", rid)
+            await send(message)
+
+        await self.inner(scope, receive, send_with_id)
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
@@ -36,14 +59,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     install_error_handlers(app)
     install_metrics(app)
 
-    @app.middleware("http")
-    async def add_request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request_id(request)
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        return response
+    app.add_middleware(RequestId)
 
     app.include_router(health.router)
     app.include_router(search.router)

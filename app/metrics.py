@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -14,6 +13,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def install_metrics(app: FastAPI) -> None:
@@ -29,23 +29,41 @@ def install_metrics(app: FastAPI) -> None:
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     )
 
-    def route_of(request: Request) -> str:
+    def route_of(scope: Scope) -> str:
         for route in app.router.routes:
-            match, _ = route.matches(request.scope)
+            match, _ = route.matches(scope)
             if match == Match.FULL:
                 return str(getattr(route, "path", "other"))
         return "unmatched"
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = route_of(request)
-        requests.labels(route, request.method, str(response.status_code)).inc()
-        latency.labels(route).observe(time.perf_counter() - started)
-        return response
+    class Observe:
+        """Pure ASGI (no BaseHTTPMiddleware task and body stream per request): counts each
+        request by route and status, times it to its response headers."""
+
+        def __init__(self, inner: ASGIApp) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await self.inner(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500
+            route = route_of(scope)
+
+            async def observe(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                    latency.labels(route).observe(time.perf_counter() - started)
+                await send(message)
+
+            try:
+                await self.inner(scope, receive, observe)
+            finally:
+                requests.labels(route, scope["method"], str(status)).inc()
+
+    app.add_middleware(Observe)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -358,10 +358,17 @@ def _openvino_session(model_file: Path, threads: int) -> RunFn:
     (AMX, AVX512-BF16), fp32 elsewhere. Latency hint: one request at a time, all threads."""
     import openvino as ov  # type: ignore[import-untyped]  # no stubs
 
+    # No thread pinning: the event loop, the store's search threads and the chunker share
+    # these cores, and a pinned inference thread waits for its core to come free (measured
+    # at 1M points: /v1/search hybrid p50 17.5 → 14.3 ms in the server; batches not slower).
     compiled = ov.Core().compile_model(
         str(model_file),
         "CPU",
-        {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
+        {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads,
+            "ENABLE_CPU_PINNING": False,
+        },
     )
     request = compiled.create_infer_request()
     log.info(

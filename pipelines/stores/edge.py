@@ -27,6 +27,7 @@ from pipelines.stores.common import (
     fuse,
     mismatch_message,
     mmr,
+    rescore_oversampling,
 )
 from pipelines.types import (
     CollectionStats,
@@ -245,10 +246,12 @@ class EdgeStore:
     async def document_states(self, collection: str) -> dict[str, DocState]:
         return await self._run(self._states, collection)
 
-    def _quantization_params(self) -> qe.QuantizationSearchParams:
+    def _quantization_params(self, k: int, depth: int) -> qe.QuantizationSearchParams:
         if not self._int8 or self._exact:  # original vectors only (exact: the reference)
             return qe.QuantizationSearchParams(ignore=True)
-        return qe.QuantizationSearchParams(rescore=True, oversampling=self._oversampling)
+        return qe.QuantizationSearchParams(
+            rescore=True, oversampling=rescore_oversampling(self._oversampling, k, depth)
+        )
 
     def _query(
         self,
@@ -277,7 +280,7 @@ class EdgeStore:
                     params=qe.SearchParams(
                         hnsw_ef=max(self._ef, depth),
                         exact=self._exact,
-                        quantization=self._quantization_params(),
+                        quantization=self._quantization_params(k, depth),
                     ),
                     with_payload=direct,
                 )

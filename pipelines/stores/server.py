@@ -22,6 +22,7 @@ from pipelines.stores.common import (
     fuse,
     mismatch_message,
     mmr,
+    rescore_oversampling,
 )
 from pipelines.types import (
     CollectionStats,
@@ -257,7 +258,7 @@ class QdrantServerStore:
                         quantization=models.QuantizationSearchParams(
                             ignore=self._exact or not self._int8,
                             rescore=True,
-                            oversampling=self._oversampling,
+                            oversampling=rescore_oversampling(self._oversampling, k, depth),
                         ),
                     ),
                     with_payload=direct,

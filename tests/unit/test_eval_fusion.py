@@ -74,3 +74,15 @@ def test_dedupe_drops_near_identical_chunks_and_keeps_the_better_one() -> None:
     ]
     assert [h.chunk_id for h in dedupe_hits(hits, 0.9)] == ["1", "3", "4"]
     assert [h.chunk_id for h in dedupe_hits(hits, 0.8)] == ["1", "3"]
+
+
+@pytest.mark.parametrize(
+    ("k", "depth", "expected"), [(10, 10, 2.0), (20, 20, 2.0), (20, 200, 1.0), (20, 30, 4 / 3)]
+)
+def test_rescoring_oversamples_for_the_final_k_not_the_candidate_depth(
+    k: int, depth: int, expected: float
+) -> None:
+    from pipelines.stores.common import rescore_oversampling
+
+    assert rescore_oversampling(2.0, k, depth) == pytest.approx(expected)
+    assert rescore_oversampling(1.0, k, depth) == 1.0
