@@ -8,8 +8,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from app.asgi import HttpMiddleware
 from app.errors import install_error_handlers, request_id
 from app.metrics import install_metrics
 from app.routes import ask, collections, health, openai_compat, search, ui
@@ -19,17 +20,11 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class RequestId:
-    """Pure ASGI: gives each request an id (the client's X-Request-ID or a new one), kept in
-    the request state for logs and error envelopes and echoed in the response headers."""
+class RequestId(HttpMiddleware):
+    """Gives each request an id (the client's X-Request-ID or a new one), kept in the request
+    state for logs and error envelopes and echoed in the response headers."""
 
-    def __init__(self, inner: ASGIApp) -> None:
-        self.inner = inner
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.inner(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = request_id(Request(scope))
 
         async def send_with_id(message: Message) -> None:

@@ -13,7 +13,9 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from app.asgi import HttpMiddleware
 
 
 def install_metrics(app: FastAPI) -> None:
@@ -36,17 +38,10 @@ def install_metrics(app: FastAPI) -> None:
                 return str(getattr(route, "path", "other"))
         return "unmatched"
 
-    class Observe:
-        """Pure ASGI (no BaseHTTPMiddleware task and body stream per request): counts each
-        request by route and status, times it to its response headers."""
+    class Observe(HttpMiddleware):
+        """Counts each request by route and status, times it to its response headers."""
 
-        def __init__(self, inner: ASGIApp) -> None:
-            self.inner = inner
-
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await self.inner(scope, receive, send)
-                return
+        async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
             started = time.perf_counter()
             status = 500
             route = route_of(scope)
