@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -372,7 +373,8 @@ def main() -> None:
                 )
         return report
 
-    report = asyncio.run(run())
+    # `rag serve` runs uvicorn on uvloop (its "auto" loop); so does the app served here.
+    report = uvloop.run(run())
     emit_report(report, args.out)
 
 
