@@ -1,8 +1,8 @@
 """Search latency per mode through POST /v1/search on loopback, beside HNSW recall@10 vs exact.
 
 Builds (once, under --data-dir) a collection from a BEIR corpus with the product's ingest job,
-serves the real app in-process with uvicorn on 127.0.0.1, and sends the dataset's queries one
-at a time per mode from a client in another process. Recall@10 compares the store's top 10
+starts `rag serve` on 127.0.0.1 (the product's server process), and sends the dataset's
+queries one at a time per mode from this process. Recall@10 compares the store's top 10
 with the same search made exact (`SearchParams(exact=True)`, original vectors, for the dense
 side). `--synthetic N` adds a collection of N points made from the real chunk embeddings (each
 a perturbed blend of two real chunks, with its source's text and sparse vector), to measure
@@ -15,19 +15,16 @@ import argparse
 import asyncio
 import json
 import logging
-import multiprocessing
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -153,8 +150,8 @@ async def _build_synthetic(settings: Settings, source: str, target: str, n: int,
 
 
 def _client(url: str, collection: str, queries: list[str], warmup: list[str]) -> dict[str, Any]:
-    """The load generator, in its own process (as a user's client is): sequential requests
-    per mode on one keep-alive connection; every path is warmed before any is timed."""
+    """The load generator: sequential requests per mode on one keep-alive connection; every
+    path is warmed before any is timed."""
     import httpx
 
     out: dict[str, Any] = {}
@@ -179,35 +176,44 @@ def _client(url: str, collection: str, queries: list[str], warmup: list[str]) ->
     return out
 
 
-async def _latency(
+def _latency(
     settings: Settings, collection: str, queries: list[str], warmup: list[str]
 ) -> dict[str, Any]:
-    """Sequential POST /v1/search per mode against the real app served on loopback; the
-    client runs in another process so that its work does not queue on the server's loop."""
-    import uvicorn
+    """Sequential POST /v1/search per mode against `rag serve` on loopback: the product's own
+    server process (uvicorn on uvloop, one embedder, the store opened by the app), with no
+    LLM behind it (search does not wait for one); the client is this process."""
+    import httpx
 
-    from app.main import create_app
-    from app.services import build_services
-
-    async with AsyncExitStack() as stack:
-        services = await build_services(settings, stack, start_generator=False)
-        app = create_app(settings, services=services)
-        port = _free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        )
-        task = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
-            await asyncio.sleep(0.05)
-        try:
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                url = f"http://127.0.0.1:{port}"
-                future = pool.submit(_client, url, collection, queries, warmup)
-                result: dict[str, Any] = await asyncio.wrap_future(future)
-        finally:
-            server.should_exit = True
-            await task
-    return result
+    port = _free_port()
+    env = {
+        **os.environ,
+        "RAG_DATA_DIR": str(settings.data_dir),
+        # Nothing listens on the discard port: the generator reports down, search serves.
+        "RAG_LLM__BASE_URL": "http://127.0.0.1:9",
+        "RAG_QDRANT__HNSW_EF": str(settings.qdrant.hnsw_ef),
+    }
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"rag serve exited with {server.returncode}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("rag serve did not start")
+            time.sleep(0.5)
+        return _client(url, collection, queries, warmup)
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def _edge_store(
@@ -360,7 +366,7 @@ def main() -> None:
             store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
             stats = await store.stats(name)
             await store.close()
-            latency = await _latency(settings, name, queries, warm)
+            latency = await asyncio.to_thread(_latency, settings, name, queries, warm)
             recall = await _recall(settings, name, queries)
             report["collections"][name] = {
                 "points": stats.chunks,
@@ -373,8 +379,7 @@ def main() -> None:
                 )
         return report
 
-    # `rag serve` runs uvicorn on uvloop (its "auto" loop); so does the app served here.
-    report = uvloop.run(run())
+    report = asyncio.run(run())
     emit_report(report, args.out)
 
 
