@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,18 +31,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.common import emit_report  # noqa: E402
+from bench.common import emit_report, free_port, wait_http  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 from pipelines.types import Chunk, EmbeddedChunk, SearchMode, SparseVector  # noqa: E402
 
 MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
 log = logging.getLogger("bench.search")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentiles(ms: list[float]) -> dict[str, float]:
@@ -182,15 +175,12 @@ def _latency(
     """Sequential POST /v1/search per mode against `rag serve` on loopback: the product's own
     server process (uvicorn on uvloop, one embedder, the store opened by the app), with no
     LLM behind it (search does not wait for one); the client is this process."""
-    import httpx
-
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "RAG_DATA_DIR": str(settings.data_dir),
         # Nothing listens on the discard port: the generator reports down, search serves.
         "RAG_LLM__BASE_URL": "http://127.0.0.1:9",
-        "RAG_QDRANT__HNSW_EF": str(settings.qdrant.hnsw_ef),
     }
     cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(
@@ -198,18 +188,7 @@ def _latency(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"rag serve exited with {server.returncode}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("rag serve did not start")
-            time.sleep(0.5)
+        wait_http(f"{url}/healthz", server, 300)
         return _client(url, collection, queries, warmup)
     finally:
         server.terminate()
