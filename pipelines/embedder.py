@@ -312,7 +312,12 @@ class _OnnxRunner:
             self._run = _ort_session(folder / "model.onnx", threads)
 
     def encode(self, texts: Sequence[str], *, batch_size: int) -> npt.NDArray[np.float32]:
-        encodings = self.tokenizer.encode_batch(list(texts))
+        # One text (a query): encode() keeps the GIL for its ~30 µs, where encode_batch()
+        # releases it, and a store search holding the GIL for milliseconds can take it then.
+        if len(texts) == 1:
+            encodings = [self.tokenizer.encode(texts[0])]
+        else:
+            encodings = self.tokenizer.encode_batch(list(texts))
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
         order = np.argsort(-lengths, kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)

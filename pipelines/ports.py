@@ -7,6 +7,7 @@ from typing import Protocol
 
 from pipelines.types import (
     CollectionStats,
+    DenseQuery,
     DocState,
     EmbeddedChunk,
     Filters,
@@ -81,12 +82,15 @@ class VectorStore(Protocol):
         self,
         collection: str,
         *,
-        dense: list[float] | None,
+        dense: DenseQuery | None,
         sparse: SparseVector | None,
         k: int,
         mode: SearchMode,
         filters: Filters | None = None,
-    ) -> list[Hit]: ...
+    ) -> list[Hit]:
+        """The best k chunks. `dense` may be an async function computing the query vector:
+        a hybrid search starts its sparse side while the query is being embedded."""
+        ...
 
     async def stats(self, collection: str) -> CollectionStats: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -30,7 +31,7 @@ def _shingles(text: str) -> Shingles:
     words = text.lower().split()
     if len(words) < 3:
         words += [""] * (3 - len(words))
-    return {hash(t) for t in zip(words, words[1:], words[2:], strict=False)}
+    return set(map(hash, zip(words, words[1:], words[2:], strict=False)))
 
 
 _SKETCH = 16  # bottom-k hashes per text: near-identical texts share most of them
@@ -140,13 +141,9 @@ class RetrievalService:
             raise InvalidInput(f"k={k} is above the limit of {self.max_k}")
         mode = mode or self.default_mode
         await self.store.ensure_collection(collection, create=False)
-        dense = None
-        if mode in ("dense", "hybrid"):
-            dense = (
-                await anyio.to_thread.run_sync(
-                    self.embedder.embed_queries, [query], limiter=self._limiter
-                )
-            )[0]
+        # The store awaits the embedding when it needs it (hybrid: after starting the sparse
+        # side).
+        dense = partial(self._embed_query, query) if mode in ("dense", "hybrid") else None
         sparse = self.sparse.encode_query(query) if mode in ("sparse", "hybrid") else None
         fetch = max(k, self.rerank_candidates) if self.reranker is not None else k
         if self.dedupe:
@@ -159,6 +156,12 @@ class RetrievalService:
         if self.dedupe:
             hits = dedupe_hits(hits, self.dedupe_similarity, limit=k)
         return hits[:k]
+
+    async def _embed_query(self, query: str) -> list[float]:
+        vectors = await anyio.to_thread.run_sync(
+            self.embedder.embed_queries, [query], limiter=self._limiter
+        )
+        return vectors[0]
 
     async def _rerank(self, reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
         head, tail = hits[: self.rerank_candidates], hits[self.rerank_candidates :]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
+# A query's dense vector, or an async function that computes it: a store may start the sparse
+# side of a hybrid search while the query is still being embedded.
+DenseQuery = list[float] | Callable[[], Awaitable[list[float]]]
 Scalar = str | int | float | bool
 
 

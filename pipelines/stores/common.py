@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from pipelines.errors import InvalidInput
 from pipelines.settings import RetrievalSettings
-from pipelines.types import DocState
+from pipelines.types import DenseQuery, DocState, Filters, Hit, SearchMode, SparseVector
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -104,8 +106,19 @@ def _normalized(scored: Sequence[Scored], how: str) -> dict[Any, float]:
     return {pid: (s - lo) / (hi - lo) for pid, s in scored}
 
 
-def fuse(dense: Sequence[Scored], sparse: Sequence[Scored], params: HybridParams) -> list[Scored]:
-    """One ranking from the two candidate lists; a point missing from a list scores 0 there."""
+def fuse(
+    dense: Sequence[Scored],
+    sparse: Sequence[Scored],
+    params: HybridParams,
+    limit: int | None = None,
+) -> list[Scored]:
+    """One ranking (the best `limit`, or all) from the two candidate lists; a point missing
+    from a list scores 0 there.
+
+    Ties go to the better dense rank, then the smaller id. Ids are compared as they are
+    (a UUID orders like its canonical string), and only on exact ties: formatting every id
+    as a string for the sort key cost ~0.25 ms per hybrid query at 200 + 200 candidates.
+    """
     w = params.dense_weight
     fused: dict[Any, float] = {}
     if params.fusion == "rrf":
@@ -116,12 +129,11 @@ def fuse(dense: Sequence[Scored], sparse: Sequence[Scored], params: HybridParams
         for weight, scored in ((w, dense), (1 - w, sparse)):
             for pid, s in _normalized(scored, params.fusion).items():
                 fused[pid] = fused.get(pid, 0.0) + weight * s
-    # Ties go to the better dense rank, then the id, so both adapters agree exactly.
     dense_rank = {pid: i for i, (pid, _) in enumerate(dense)}
-    return sorted(
-        fused.items(),
-        key=lambda kv: (-kv[1], dense_rank.get(kv[0], len(dense)), str(kv[0])),
-    )
+    missing = len(dense)
+    keyed = [(-s, dense_rank.get(pid, missing), pid) for pid, s in fused.items()]
+    best = sorted(keyed) if limit is None else heapq.nsmallest(limit, keyed)
+    return [(pid, -neg) for neg, _, pid in best]
 
 
 def mmr(
@@ -164,3 +176,110 @@ def rescore_oversampling(oversampling: float, k: int, depth: int) -> float:
     ~3 ms per query; bench/search.py).
     """
     return max(1.0, min(oversampling, oversampling * k / max(depth, 1)))
+
+
+# -- one search plan for both adapters ------------------------------------------------------
+
+Query = list[float] | SparseVector
+
+
+class CandidateSource(Protocol):
+    """What an adapter gives ranked_search: nearest points for one query vector (dense or
+    sparse, filters inside the vector query) and records by id."""
+
+    async def nearest_hits(
+        self, collection: str, query: Query, *, limit: int, filters: Filters | None
+    ) -> list[Hit]: ...
+
+    async def nearest_ids(
+        self, collection: str, query: Query, *, limit: int, k: int, filters: Filters | None
+    ) -> list[Scored]: ...
+
+    async def payloads(self, collection: str, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]: ...
+
+    async def dense_vectors(
+        self, collection: str, ids: Sequence[Any]
+    ) -> dict[Any, list[float]]: ...
+
+
+async def _resolve(dense: DenseQuery) -> list[float]:
+    return dense if isinstance(dense, list) else await dense()
+
+
+def _settle(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a side search nobody will wait for, or collect its error (no stray warnings)."""
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
+
+
+async def ranked_search(
+    source: CandidateSource,
+    collection: str,
+    *,
+    dense: DenseQuery | None,
+    sparse: SparseVector | None,
+    k: int,
+    mode: SearchMode,
+    filters: Filters | None,
+    params: HybridParams,
+) -> list[Hit]:
+    """Dense, sparse or fused hybrid search, optionally diversified (MMR).
+
+    A plain dense or sparse query returns its payloads directly. Hybrid runs the sparse side
+    while the dense query vector is still being computed (`dense` may be an async function),
+    then the dense side; the fused best k fetch their payloads. At 1M points on 2 cores the
+    overlap took ~3 ms off a hybrid query (bench/search.py).
+    """
+    dense_q = dense if mode in ("dense", "hybrid") else None
+    sparse_q = sparse if sparse is not None and sparse.indices and mode != "dense" else None
+    mmr_on = params.mmr_diversity > 0
+    if mode != "hybrid" and not mmr_on:
+        if dense_q is not None:
+            vector = await _resolve(dense_q)
+            return await source.nearest_hits(collection, vector, limit=k, filters=filters)
+        if sparse_q is not None:
+            return await source.nearest_hits(collection, sparse_q, limit=k, filters=filters)
+        return []
+    depth = params.depth(k) if mode == "hybrid" else params.mmr_candidates(k)
+    # The query's embedding starts first: once its worker thread is inside the inference
+    # engine (which releases the GIL), the sparse search runs beside it. qdrant-edge 0.9
+    # holds the GIL for a whole search, so started first it would stall the embedding.
+    dense_side = asyncio.ensure_future(_resolve(dense_q)) if dense_q is not None else None
+    sparse_side = None
+    try:
+        if sparse_q is not None:
+            await asyncio.sleep(0)  # the embedding task reaches its worker thread
+            sparse_side = asyncio.ensure_future(
+                source.nearest_ids(collection, sparse_q, limit=depth, k=k, filters=filters)
+            )
+        dense_ids: list[Scored] = []
+        if dense_side is not None:
+            vector = await dense_side
+            dense_ids = await source.nearest_ids(
+                collection, vector, limit=depth, k=k, filters=filters
+            )
+        sparse_ids = await sparse_side if sparse_side is not None else []
+    finally:
+        _settle(dense_side)
+        _settle(sparse_side)
+    keep = params.mmr_candidates(k) if mmr_on else k
+    if mode == "hybrid" and dense_q is not None and sparse_q is not None:
+        ranked = fuse(dense_ids, sparse_ids, params, limit=keep)
+    else:  # one side only (e.g. hybrid with no known query term)
+        ranked = (dense_ids if dense_q is not None else sparse_ids)[:keep]
+    if mmr_on:
+        vectors = await source.dense_vectors(collection, [pid for pid, _ in ranked])
+        ranked = mmr(ranked, vectors, k, params.mmr_diversity)
+    ranked = ranked[:k]
+    if not ranked:
+        return []
+    payloads = await source.payloads(collection, [pid for pid, _ in ranked])
+    return [
+        Hit(score=score, chunk_id=str(pid), payload=payloads[pid])
+        for pid, score in ranked
+        if pid in payloads
+    ]

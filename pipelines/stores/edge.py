@@ -22,15 +22,17 @@ from pipelines.stores.common import (
     SPARSE,
     STATE_FIELDS,
     HybridParams,
+    Query,
+    Scored,
     add_states,
     check_collection_name,
-    fuse,
     mismatch_message,
-    mmr,
+    ranked_search,
     rescore_oversampling,
 )
 from pipelines.types import (
     CollectionStats,
+    DenseQuery,
     DocState,
     EmbeddedChunk,
     Filters,
@@ -180,6 +182,8 @@ class EdgeStore:
             return shard
 
     async def ensure_collection(self, collection: str, *, create: bool) -> None:
+        if collection in self._shards:  # open already: no worker-thread round trip
+            return
         await self._run(self._open, collection, create)
 
     async def list_collections(self) -> list[str]:
@@ -253,95 +257,83 @@ class EdgeStore:
             rescore=True, oversampling=rescore_oversampling(self._oversampling, k, depth)
         )
 
-    def _query(
-        self,
-        collection: str,
-        dense: list[float] | None,
-        sparse: SparseVector | None,
-        k: int,
-        mode: SearchMode,
-        filters: Filters | None,
-    ) -> list[Hit]:
-        shard = self._open(collection, False)
+    def _request(
+        self, query: Query, *, limit: int, k: int, filters: Filters | None, with_payload: bool
+    ) -> qe.QueryRequest:
         flt = edge_filter(filters)
-        hybrid = self._hybrid
-        mmr_on = hybrid.mmr_diversity > 0
-        # One plain query returns its payloads; fused or diversified results fetch the
-        # payloads of the final k only.
-        direct = mode != "hybrid" and not mmr_on
-        depth = k if direct else hybrid.depth(k) if mode == "hybrid" else hybrid.mmr_candidates(k)
-        requests: list[qe.QueryRequest] = []
-        if dense is not None and mode in ("dense", "hybrid"):
-            requests.append(
-                qe.QueryRequest(
-                    limit=depth,
-                    query=qe.Query.Nearest(dense, using=DENSE),
-                    filter=flt,
-                    params=qe.SearchParams(
-                        hnsw_ef=max(self._ef, depth),
-                        exact=self._exact,
-                        quantization=self._quantization_params(k, depth),
-                    ),
-                    with_payload=direct,
-                )
+        if isinstance(query, SparseVector):
+            return qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(qe.SparseVector(query.indices, query.values), using=SPARSE),
+                filter=flt,
+                with_payload=with_payload,
             )
-        if sparse is not None and sparse.indices and mode in ("sparse", "hybrid"):
-            requests.append(
-                qe.QueryRequest(
-                    limit=depth,
-                    query=qe.Query.Nearest(
-                        qe.SparseVector(sparse.indices, sparse.values), using=SPARSE
-                    ),
-                    filter=flt,
-                    with_payload=direct,
-                )
-            )
-        if not requests:
-            return []
-        results = shard.query_batch(qe.QueryBatchRequest(requests))
-        if direct:
-            return [
-                Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
-                for p in results[0]
-            ]
-        lists = [[(p.id, float(p.score)) for p in points] for points in results]
-        if mode == "hybrid" and len(lists) == 2:
-            ranked = fuse(lists[0], lists[1], hybrid)
-        else:
-            ranked = lists[0]  # hybrid with one side missing (e.g. no known query term)
-        if mmr_on:
-            top = ranked[: hybrid.mmr_candidates(k)]
-            records = shard.retrieve(
-                [pid for pid, _ in top], with_payload=False, with_vector=[DENSE]
-            )
-            vectors = {r.id: _dense_of(r.vector) for r in records}
-            ranked = mmr(top, vectors, k, hybrid.mmr_diversity)
-        ranked = ranked[:k]
-        if not ranked:
-            return []
-        payloads = {
-            r.id: dict(r.payload or {})
-            for r in shard.retrieve(
-                [pid for pid, _ in ranked], with_payload=True, with_vector=False
-            )
-        }
+        return qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(query, using=DENSE),
+            filter=flt,
+            params=qe.SearchParams(
+                hnsw_ef=max(self._ef, limit),
+                exact=self._exact,
+                quantization=self._quantization_params(k, limit),
+            ),
+            with_payload=with_payload,
+        )
+
+    def _hits(self, collection: str, request: qe.QueryRequest) -> list[Hit]:
         return [
-            Hit(score=score, chunk_id=str(pid), payload=payloads[pid])
-            for pid, score in ranked
-            if pid in payloads
+            Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
+            for p in self._open(collection, False).query(request)
         ]
+
+    def _ids(self, collection: str, request: qe.QueryRequest) -> list[Scored]:
+        return [(p.id, float(p.score)) for p in self._open(collection, False).query(request)]
+
+    def _records(self, collection: str, ids: Sequence[Any], *, vectors: bool) -> list[Any]:
+        return self._open(collection, False).retrieve(
+            list(ids), with_payload=not vectors, with_vector=[DENSE] if vectors else False
+        )
+
+    async def nearest_hits(
+        self, collection: str, query: Query, *, limit: int, filters: Filters | None
+    ) -> list[Hit]:
+        request = self._request(query, limit=limit, k=limit, filters=filters, with_payload=True)
+        return await self._run(self._hits, collection, request)
+
+    async def nearest_ids(
+        self, collection: str, query: Query, *, limit: int, k: int, filters: Filters | None
+    ) -> list[Scored]:
+        request = self._request(query, limit=limit, k=k, filters=filters, with_payload=False)
+        return await self._run(self._ids, collection, request)
+
+    async def payloads(self, collection: str, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]:
+        records = await self._run(partial(self._records, vectors=False), collection, ids)
+        return {r.id: dict(r.payload or {}) for r in records}
+
+    async def dense_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
+        records = await self._run(partial(self._records, vectors=True), collection, ids)
+        return {r.id: _dense_of(r.vector) for r in records}
 
     async def search(
         self,
         collection: str,
         *,
-        dense: list[float] | None,
+        dense: DenseQuery | None,
         sparse: SparseVector | None,
         k: int,
         mode: SearchMode,
         filters: Filters | None = None,
     ) -> list[Hit]:
-        return await self._run(self._query, collection, dense, sparse, k, mode, filters)
+        return await ranked_search(
+            self,
+            collection,
+            dense=dense,
+            sparse=sparse,
+            k=k,
+            mode=mode,
+            filters=filters,
+            params=self._hybrid,
+        )
 
     def _stats(self, collection: str) -> CollectionStats:
         shard = self._open(collection, False)

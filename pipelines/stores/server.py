@@ -17,15 +17,17 @@ from pipelines.stores.common import (
     SPARSE,
     STATE_FIELDS,
     HybridParams,
+    Query,
+    Scored,
     add_states,
     check_collection_name,
-    fuse,
     mismatch_message,
-    mmr,
+    ranked_search,
     rescore_oversampling,
 )
 from pipelines.types import (
     CollectionStats,
+    DenseQuery,
     DocState,
     EmbeddedChunk,
     Filters,
@@ -226,86 +228,79 @@ class QdrantServerStore:
             if offset is None:
                 return states
 
+    def _query_args(self, query: Query, *, limit: int, k: int) -> dict[str, Any]:
+        if isinstance(query, SparseVector):
+            sparse = models.SparseVector(indices=query.indices, values=query.values)
+            return {"query": sparse, "using": SPARSE, "limit": limit}
+        params = models.SearchParams(
+            hnsw_ef=max(self._ef, limit),
+            exact=self._exact,
+            quantization=models.QuantizationSearchParams(
+                ignore=self._exact or not self._int8,
+                rescore=True,
+                oversampling=rescore_oversampling(self._oversampling, k, limit),
+            ),
+        )
+        return {"query": query, "using": DENSE, "limit": limit, "search_params": params}
+
+    async def nearest_hits(
+        self, collection: str, query: Query, *, limit: int, filters: Filters | None
+    ) -> list[Hit]:
+        response = await self._client.query_points(
+            collection,
+            **self._query_args(query, limit=limit, k=limit),
+            query_filter=server_filter(filters),
+            with_payload=True,
+        )
+        return [
+            Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
+            for p in response.points
+        ]
+
+    async def nearest_ids(
+        self, collection: str, query: Query, *, limit: int, k: int, filters: Filters | None
+    ) -> list[Scored]:
+        response = await self._client.query_points(
+            collection,
+            **self._query_args(query, limit=limit, k=k),
+            query_filter=server_filter(filters),
+            with_payload=False,
+        )
+        return [(str(p.id), float(p.score)) for p in response.points]
+
+    async def payloads(self, collection: str, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]:
+        records = await self._client.retrieve(
+            collection, list(ids), with_payload=True, with_vectors=False
+        )
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
+    async def dense_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
+        records = await self._client.retrieve(
+            collection, list(ids), with_payload=False, with_vectors=[DENSE]
+        )
+        return {str(r.id): _dense_of(r.vector) for r in records}
+
     async def search(
         self,
         collection: str,
         *,
-        dense: list[float] | None,
+        dense: DenseQuery | None,
         sparse: SparseVector | None,
         k: int,
         mode: SearchMode,
         filters: Filters | None = None,
     ) -> list[Hit]:
         await self.ensure_collection(collection, create=False)
-        flt = server_filter(filters)
-        hybrid = self._hybrid
-        mmr_on = hybrid.mmr_diversity > 0
-        # One plain query returns its payloads; fused or diversified results fetch the
-        # payloads of the final k only.
-        direct = mode != "hybrid" and not mmr_on
-        depth = k if direct else hybrid.depth(k) if mode == "hybrid" else hybrid.mmr_candidates(k)
-        requests: list[models.QueryRequest] = []
-        if dense is not None and mode in ("dense", "hybrid"):
-            requests.append(
-                models.QueryRequest(
-                    query=dense,
-                    using=DENSE,
-                    filter=flt,
-                    limit=depth,
-                    params=models.SearchParams(
-                        hnsw_ef=max(self._ef, depth),
-                        exact=self._exact,
-                        quantization=models.QuantizationSearchParams(
-                            ignore=self._exact or not self._int8,
-                            rescore=True,
-                            oversampling=rescore_oversampling(self._oversampling, k, depth),
-                        ),
-                    ),
-                    with_payload=direct,
-                )
-            )
-        if sparse is not None and sparse.indices and mode in ("sparse", "hybrid"):
-            requests.append(
-                models.QueryRequest(
-                    query=models.SparseVector(indices=sparse.indices, values=sparse.values),
-                    using=SPARSE,
-                    filter=flt,
-                    limit=depth,
-                    with_payload=direct,
-                )
-            )
-        if not requests:
-            return []
-        responses = await self._client.query_batch_points(collection, requests=requests)
-        if direct:
-            return [
-                Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
-                for p in responses[0].points
-            ]
-        lists = [[(str(p.id), float(p.score)) for p in r.points] for r in responses]
-        if mode == "hybrid" and len(lists) == 2:
-            ranked = fuse(lists[0], lists[1], hybrid)
-        else:
-            ranked = lists[0]  # hybrid with one side missing (e.g. no known query term)
-        if mmr_on:
-            top = ranked[: hybrid.mmr_candidates(k)]
-            records = await self._client.retrieve(
-                collection, [pid for pid, _ in top], with_payload=False, with_vectors=[DENSE]
-            )
-            vectors = {str(r.id): _dense_of(r.vector) for r in records}
-            ranked = mmr(top, vectors, k, hybrid.mmr_diversity)
-        ranked = ranked[:k]
-        if not ranked:
-            return []
-        records = await self._client.retrieve(
-            collection, [pid for pid, _ in ranked], with_payload=True, with_vectors=False
+        return await ranked_search(
+            self,
+            collection,
+            dense=dense,
+            sparse=sparse,
+            k=k,
+            mode=mode,
+            filters=filters,
+            params=self._hybrid,
         )
-        payloads = {str(r.id): dict(r.payload or {}) for r in records}
-        return [
-            Hit(score=score, chunk_id=pid, payload=payloads[pid])
-            for pid, score in ranked
-            if pid in payloads
-        ]
 
     async def stats(self, collection: str) -> CollectionStats:
         await self.ensure_collection(collection, create=False)

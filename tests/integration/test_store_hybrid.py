@@ -43,6 +43,18 @@ async def test_both_adapters_fuse_hybrid_results_identically(tmp_path: Path, fus
             )
             results.append(_ranked(hits))
             assert all(h.payload["text"] for h in hits)
+
+            async def later() -> list[float]:  # the service passes the embedding like this
+                return [0.5, 0.4, 0.0, 0.1]
+
+            deferred = await store.search(
+                "c",
+                dense=later,
+                sparse=_BM25.encode_query("apple steam engines"),
+                k=4,
+                mode="hybrid",
+            )
+            assert _ranked(deferred) == _ranked(hits)
         finally:
             await store.close()
     assert results[0] == results[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from pipelines.retrieval import dedupe_hits
@@ -49,6 +51,23 @@ def test_dbsf_bounds_are_mean_plus_minus_three_deviations() -> None:
 def test_one_candidate_or_equal_scores_normalize_to_one() -> None:
     fused = fuse([("a", 0.3)], [("a", 2.0)], HybridParams(dense_weight=0.5))
     assert fused == [("a", pytest.approx(1.0))]
+
+
+def test_limit_keeps_the_head_and_uuid_ids_tie_break_like_their_strings() -> None:
+    # Edge returns UUID objects, qdrant-client strings: exact ties must order the same.
+    ids = [uuid.UUID(int=(i * 0x9E3779B97F4A7C15) % (1 << 128)) for i in range(1, 41)]
+    dense = [(pid, 0.5) for pid in ids[:20]]  # every dense score equal: min-max gives 1.0
+    sparse = [(pid, float(i % 3)) for i, pid in enumerate(ids[10:])]
+    params = HybridParams(dense_weight=0.5)
+    full = fuse(dense, sparse, params)
+    as_str = fuse(
+        [(str(p), s) for p, s in dense], [(str(p), s) for p, s in sparse], params, limit=7
+    )
+    assert [str(p) for p, _ in full[:7]] == [p for p, _ in as_str]
+    assert fuse(dense, sparse, params, limit=7) == full[:7]
+    # Points only in the sparse list tie on dense rank: the smaller id goes first.
+    tail = [p for p, s in full if p not in dict(dense) and s == full[-1][1]]
+    assert tail == sorted(tail)
 
 
 def test_mmr_prefers_a_novel_hit_over_a_near_copy_of_the_first() -> None:
