@@ -240,6 +240,7 @@ def _edge_store(
         hnsw_ef=ef,
         quantization=quantization or q.quantization,
         oversampling=q.oversampling,
+        rescore_candidates=q.rescore_candidates,
         hybrid=HybridParams.from_settings(settings.retrieval),
         exact=exact,
     )
@@ -357,6 +358,7 @@ def main() -> None:
                 "hnsw_ef": settings.qdrant.hnsw_ef,
                 "quantization": settings.qdrant.quantization,
                 "oversampling": settings.qdrant.oversampling,
+                "rescore_candidates": settings.qdrant.rescore_candidates,
                 "prefetch": settings.retrieval.prefetch,
                 "fusion": settings.retrieval.fusion,
             },

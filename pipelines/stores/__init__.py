@@ -17,6 +17,7 @@ def build_store(settings: Settings, *, dim: int, embedding_model: str) -> Vector
         "hnsw_ef": q.hnsw_ef,
         "quantization": q.quantization,
         "oversampling": q.oversampling,
+        "rescore_candidates": q.rescore_candidates,
         "hybrid": HybridParams.from_settings(settings.retrieval),
     }
     if q.url:

@@ -89,6 +89,7 @@ class EdgeStore:
         hnsw_ef: int = 128,
         quantization: str = "int8",
         oversampling: float = 2.0,
+        rescore_candidates: bool = False,
         max_threads: int = 4,
         payload_in_ram: bool = True,
         hybrid: HybridParams | None = None,
@@ -102,6 +103,7 @@ class EdgeStore:
         self._ef = hnsw_ef
         self._int8 = quantization == "int8"
         self._oversampling = oversampling
+        self._rescore_candidates = rescore_candidates  # hybrid/MMR lists: int8 scores as-is
         self._payload_memory = qe.Memory.Cached if payload_in_ram else qe.Memory.Cold
         self._hybrid = hybrid or HybridParams.from_settings()
         self._exact = exact  # brute-force dense search: the reference for HNSW recall
@@ -250,24 +252,30 @@ class EdgeStore:
     async def document_states(self, collection: str) -> dict[str, DocState]:
         return await self._run(self._states, collection)
 
-    def _quantization_params(self, k: int, depth: int) -> qe.QuantizationSearchParams:
+    def _quantization_params(
+        self, k: int, depth: int, rescore: bool
+    ) -> qe.QuantizationSearchParams:
         if not self._int8 or self._exact:  # original vectors only (exact: the reference)
             return qe.QuantizationSearchParams(ignore=True)
+        if not rescore:
+            return qe.QuantizationSearchParams(rescore=False)
         return qe.QuantizationSearchParams(
             rescore=True, oversampling=rescore_oversampling(self._oversampling, k, depth)
         )
 
     def _request(
-        self, query: Query, *, limit: int, k: int, filters: Filters | None, with_payload: bool
+        self, query: Query, *, limit: int, k: int, filters: Filters | None, candidates: bool
     ) -> qe.QueryRequest:
+        """A nearest query; `candidates`: a list for fusion or MMR (ids and scores only)."""
         flt = edge_filter(filters)
         if isinstance(query, SparseVector):
             return qe.QueryRequest(
                 limit=limit,
                 query=qe.Query.Nearest(qe.SparseVector(query.indices, query.values), using=SPARSE),
                 filter=flt,
-                with_payload=with_payload,
+                with_payload=not candidates,
             )
+        rescore = self._rescore_candidates or not candidates
         return qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(query, using=DENSE),
@@ -275,9 +283,9 @@ class EdgeStore:
             params=qe.SearchParams(
                 hnsw_ef=max(self._ef, limit),
                 exact=self._exact,
-                quantization=self._quantization_params(k, limit),
+                quantization=self._quantization_params(k, limit, rescore),
             ),
-            with_payload=with_payload,
+            with_payload=not candidates,
         )
 
     def _hits(self, collection: str, request: qe.QueryRequest) -> list[Hit]:
@@ -297,13 +305,13 @@ class EdgeStore:
     async def nearest_hits(
         self, collection: str, query: Query, *, limit: int, filters: Filters | None
     ) -> list[Hit]:
-        request = self._request(query, limit=limit, k=limit, filters=filters, with_payload=True)
+        request = self._request(query, limit=limit, k=limit, filters=filters, candidates=False)
         return await self._run(self._hits, collection, request)
 
     async def nearest_ids(
         self, collection: str, query: Query, *, limit: int, k: int, filters: Filters | None
     ) -> list[Scored]:
-        request = self._request(query, limit=limit, k=k, filters=filters, with_payload=False)
+        request = self._request(query, limit=limit, k=k, filters=filters, candidates=True)
         return await self._run(self._ids, collection, request)
 
     async def payloads(self, collection: str, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]:

@@ -80,6 +80,7 @@ class QdrantServerStore:
         hnsw_ef: int = 128,
         quantization: str = "int8",
         oversampling: float = 2.0,
+        rescore_candidates: bool = False,
         hybrid: HybridParams | None = None,
         exact: bool = False,
     ) -> None:
@@ -93,6 +94,7 @@ class QdrantServerStore:
         self._ef = hnsw_ef
         self._int8 = quantization == "int8"
         self._oversampling = oversampling
+        self._rescore_candidates = rescore_candidates  # hybrid/MMR lists: int8 scores as-is
         self._hybrid = hybrid or HybridParams.from_settings()
         self._exact = exact  # brute-force dense search: the reference for HNSW recall
         self._known: set[str] = set()
@@ -228,7 +230,8 @@ class QdrantServerStore:
             if offset is None:
                 return states
 
-    def _query_args(self, query: Query, *, limit: int, k: int) -> dict[str, Any]:
+    def _query_args(self, query: Query, *, limit: int, k: int, candidates: bool) -> dict[str, Any]:
+        """A nearest query; `candidates`: a list for fusion or MMR (ids and scores only)."""
         if isinstance(query, SparseVector):
             sparse = models.SparseVector(indices=query.indices, values=query.values)
             return {"query": sparse, "using": SPARSE, "limit": limit}
@@ -237,7 +240,7 @@ class QdrantServerStore:
             exact=self._exact,
             quantization=models.QuantizationSearchParams(
                 ignore=self._exact or not self._int8,
-                rescore=True,
+                rescore=self._rescore_candidates or not candidates,
                 oversampling=rescore_oversampling(self._oversampling, k, limit),
             ),
         )
@@ -248,7 +251,7 @@ class QdrantServerStore:
     ) -> list[Hit]:
         response = await self._client.query_points(
             collection,
-            **self._query_args(query, limit=limit, k=limit),
+            **self._query_args(query, limit=limit, k=limit, candidates=False),
             query_filter=server_filter(filters),
             with_payload=True,
         )
@@ -262,7 +265,7 @@ class QdrantServerStore:
     ) -> list[Scored]:
         response = await self._client.query_points(
             collection,
-            **self._query_args(query, limit=limit, k=k),
+            **self._query_args(query, limit=limit, k=k, candidates=True),
             query_filter=server_filter(filters),
             with_payload=False,
         )

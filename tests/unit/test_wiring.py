@@ -77,3 +77,22 @@ async def test_qdrant_storage_settings_reach_the_created_shard(
     assert (quantization or {}).get("scalar", {}).get("type") == expected
     assert config["payload_memory"] == payload
     assert store._ef == 99
+
+
+@pytest.mark.parametrize("rescore", [False, True])
+def test_fusion_candidates_rescore_only_when_configured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rescore: bool
+) -> None:
+    from pipelines.stores import build_store
+
+    if rescore:
+        monkeypatch.setenv("RAG_QDRANT__RESCORE_CANDIDATES", "true")
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    store = build_store(settings, dim=4, embedding_model="m")
+    assert isinstance(store, EdgeStore)
+    query = [1.0, 0.0, 0.0, 0.0]
+    fused = store._request(query, limit=200, k=20, filters=None, candidates=True)
+    final = store._request(query, limit=10, k=10, filters=None, candidates=False)
+    assert fused.params is not None and final.params is not None
+    assert fused.params.quantization.rescore is rescore
+    assert final.params.quantization.rescore is True  # a plain search's k always are
