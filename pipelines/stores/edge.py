@@ -89,7 +89,7 @@ class EdgeStore:
         hnsw_ef: int = 128,
         quantization: str = "int8",
         oversampling: float = 2.0,
-        rescore_candidates: bool = False,
+        rescore_candidates: bool = True,
         max_threads: int = 4,
         payload_in_ram: bool = True,
         hybrid: HybridParams | None = None,
@@ -103,7 +103,7 @@ class EdgeStore:
         self._ef = hnsw_ef
         self._int8 = quantization == "int8"
         self._oversampling = oversampling
-        self._rescore_candidates = rescore_candidates  # hybrid/MMR lists: int8 scores as-is
+        self._rescore_candidates = rescore_candidates  # off: hybrid/MMR lists keep int8 scores
         self._payload_memory = qe.Memory.Cached if payload_in_ram else qe.Memory.Cold
         self._hybrid = hybrid or HybridParams.from_settings()
         self._exact = exact  # brute-force dense search: the reference for HNSW recall

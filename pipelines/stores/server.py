@@ -80,7 +80,7 @@ class QdrantServerStore:
         hnsw_ef: int = 128,
         quantization: str = "int8",
         oversampling: float = 2.0,
-        rescore_candidates: bool = False,
+        rescore_candidates: bool = True,
         hybrid: HybridParams | None = None,
         exact: bool = False,
     ) -> None:
@@ -94,7 +94,7 @@ class QdrantServerStore:
         self._ef = hnsw_ef
         self._int8 = quantization == "int8"
         self._oversampling = oversampling
-        self._rescore_candidates = rescore_candidates  # hybrid/MMR lists: int8 scores as-is
+        self._rescore_candidates = rescore_candidates  # off: hybrid/MMR lists keep int8 scores
         self._hybrid = hybrid or HybridParams.from_settings()
         self._exact = exact  # brute-force dense search: the reference for HNSW recall
         self._known: set[str] = set()

@@ -85,8 +85,8 @@ def test_fusion_candidates_rescore_only_when_configured(
 ) -> None:
     from pipelines.stores import build_store
 
-    if rescore:
-        monkeypatch.setenv("RAG_QDRANT__RESCORE_CANDIDATES", "true")
+    if not rescore:
+        monkeypatch.setenv("RAG_QDRANT__RESCORE_CANDIDATES", "false")
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
     store = build_store(settings, dim=4, embedding_model="m")
     assert isinstance(store, EdgeStore)
