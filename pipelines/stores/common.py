@@ -195,7 +195,9 @@ class CandidateSource(Protocol):
         self, collection: str, query: Query, *, limit: int, k: int, filters: Filters | None
     ) -> list[Scored]: ...
 
-    async def payloads(self, collection: str, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]: ...
+    async def hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
+        """The ranked points with their payloads, in order (points deleted since: skipped)."""
+        ...
 
     async def dense_vectors(
         self, collection: str, ids: Sequence[Any]
@@ -277,9 +279,4 @@ async def ranked_search(
     ranked = ranked[:k]
     if not ranked:
         return []
-    payloads = await source.payloads(collection, [pid for pid, _ in ranked])
-    return [
-        Hit(score=score, chunk_id=str(pid), payload=payloads[pid])
-        for pid, score in ranked
-        if pid in payloads
-    ]
+    return await source.hits(collection, ranked)

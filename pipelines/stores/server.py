@@ -271,11 +271,16 @@ class QdrantServerStore:
         )
         return [(str(p.id), float(p.score)) for p in response.points]
 
-    async def payloads(self, collection: str, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]:
+    async def hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
         records = await self._client.retrieve(
-            collection, list(ids), with_payload=True, with_vectors=False
+            collection, [pid for pid, _ in ranked], with_payload=True, with_vectors=False
         )
-        return {str(r.id): dict(r.payload or {}) for r in records}
+        payloads = {str(r.id): dict(r.payload or {}) for r in records}
+        return [
+            Hit(score=score, chunk_id=pid, payload=payloads[pid])
+            for pid, score in ranked
+            if pid in payloads
+        ]
 
     async def dense_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
         records = await self._client.retrieve(

@@ -64,6 +64,8 @@ def test_limit_keeps_the_head_and_uuid_ids_tie_break_like_their_strings() -> Non
         [(str(p), s) for p, s in dense], [(str(p), s) for p, s in sparse], params, limit=7
     )
     assert [str(p) for p, _ in full[:7]] == [p for p, _ in as_str]
+    as_int = fuse([(p.int, s) for p, s in dense], [(p.int, s) for p, s in sparse], params)
+    assert [uuid.UUID(int=p) for p, _ in as_int] == [p for p, _ in full]  # Edge's keys
     assert fuse(dense, sparse, params, limit=7) == full[:7]
     # Points only in the sparse list tie on dense rank: the smaller id goes first.
     tail = [p for p, s in full if p not in dict(dense) and s == full[-1][1]]

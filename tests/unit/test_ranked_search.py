@@ -46,9 +46,9 @@ class Recorder:
             return SPARSE_IDS[:limit]
         return DENSE_IDS[:limit]
 
-    async def payloads(self, collection: str, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]:
+    async def hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
         self.events.append("payloads")
-        return {pid: {"text": f"text of {pid}"} for pid in ids}
+        return [Hit(score=s, chunk_id=pid, payload={"text": f"text of {pid}"}) for pid, s in ranked]
 
     async def dense_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
         return {pid: [1.0, 0.0] for pid in ids}
