@@ -234,7 +234,7 @@ async def ranked_search(
     A plain dense or sparse query returns its payloads directly. Hybrid runs the sparse side
     while the dense query vector is still being computed (`dense` may be an async function),
     then the dense side; the fused best k fetch their payloads. At 1M points on 2 cores the
-    overlap took ~3 ms off a hybrid query (bench/search.py).
+    overlap took 2–3 ms off a hybrid query (docs/benchmarks.md).
     """
     dense_q = dense if mode in ("dense", "hybrid") else None
     sparse_q = sparse if sparse is not None and sparse.indices and mode != "dense" else None
