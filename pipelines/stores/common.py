@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -280,3 +280,35 @@ async def ranked_search(
     if not ranked:
         return []
     return await source.hits(collection, ranked)
+
+
+class RankedSearch:
+    """`VectorStore.search` for an adapter that is a CandidateSource: ranked_search with the
+    adapter's fusion parameters, after checking the collection."""
+
+    _hybrid: HybridParams
+
+    async def ensure_collection(self, collection: str, *, create: bool) -> None:
+        raise NotImplementedError
+
+    async def search(
+        self,
+        collection: str,
+        *,
+        dense: DenseQuery | None,
+        sparse: SparseVector | None,
+        k: int,
+        mode: SearchMode,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
+        await self.ensure_collection(collection, create=False)
+        return await ranked_search(
+            cast(CandidateSource, self),
+            collection,
+            dense=dense,
+            sparse=sparse,
+            k=k,
+            mode=mode,
+            filters=filters,
+            params=self._hybrid,
+        )

@@ -24,22 +24,20 @@ from pipelines.stores.common import (
     STATE_FIELDS,
     HybridParams,
     Query,
+    RankedSearch,
     Scored,
     add_states,
     check_collection_name,
     mismatch_message,
-    ranked_search,
     rescore_oversampling,
 )
 from pipelines.types import (
     CollectionStats,
-    DenseQuery,
     DocState,
     EmbeddedChunk,
     Filters,
     Hit,
     Range,
-    SearchMode,
     SparseVector,
 )
 
@@ -87,7 +85,7 @@ def _dense_of(vector: Any) -> list[float]:
     return [float(x) for x in named] if isinstance(named, list) else []
 
 
-class EdgeStore:
+class EdgeStore(RankedSearch):
     """Qdrant Edge shards under `root/<collection>`; calls run in worker threads."""
 
     def __init__(
@@ -343,27 +341,6 @@ class EdgeStore:
 
     async def dense_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
         return await self._run(self._vectors, collection, ids)
-
-    async def search(
-        self,
-        collection: str,
-        *,
-        dense: DenseQuery | None,
-        sparse: SparseVector | None,
-        k: int,
-        mode: SearchMode,
-        filters: Filters | None = None,
-    ) -> list[Hit]:
-        return await ranked_search(
-            self,
-            collection,
-            dense=dense,
-            sparse=sparse,
-            k=k,
-            mode=mode,
-            filters=filters,
-            params=self._hybrid,
-        )
 
     def _stats(self, collection: str) -> CollectionStats:
         shard = self._open(collection, False)

@@ -18,22 +18,20 @@ from pipelines.stores.common import (
     STATE_FIELDS,
     HybridParams,
     Query,
+    RankedSearch,
     Scored,
     add_states,
     check_collection_name,
     mismatch_message,
-    ranked_search,
     rescore_oversampling,
 )
 from pipelines.types import (
     CollectionStats,
-    DenseQuery,
     DocState,
     EmbeddedChunk,
     Filters,
     Hit,
     Range,
-    SearchMode,
     SparseVector,
 )
 
@@ -64,7 +62,7 @@ def _dense_of(vector: Any) -> list[float]:
     return [float(x) for x in named] if isinstance(named, list) else []
 
 
-class QdrantServerStore:
+class QdrantServerStore(RankedSearch):
     """Collections on a Qdrant server/cluster (or qdrant-client's local mode in tests)."""
 
     def __init__(
@@ -287,28 +285,6 @@ class QdrantServerStore:
             collection, list(ids), with_payload=False, with_vectors=[DENSE]
         )
         return {str(r.id): _dense_of(r.vector) for r in records}
-
-    async def search(
-        self,
-        collection: str,
-        *,
-        dense: DenseQuery | None,
-        sparse: SparseVector | None,
-        k: int,
-        mode: SearchMode,
-        filters: Filters | None = None,
-    ) -> list[Hit]:
-        await self.ensure_collection(collection, create=False)
-        return await ranked_search(
-            self,
-            collection,
-            dense=dense,
-            sparse=sparse,
-            k=k,
-            mode=mode,
-            filters=filters,
-            params=self._hybrid,
-        )
 
     async def stats(self, collection: str) -> CollectionStats:
         await self.ensure_collection(collection, create=False)
