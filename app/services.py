@@ -15,7 +15,7 @@ from pipelines.chain import RagChain
 from pipelines.embedder import build_embedder
 from pipelines.errors import GeneratorUnavailable
 from pipelines.ports import Embedder, Generator, VectorStore
-from pipelines.retrieval import RetrievalService, build_retrieval
+from pipelines.retrieval import RetrievalService, StoreRetriever, build_retrieval
 from pipelines.settings import Settings
 from pipelines.stores import build_store
 
@@ -75,12 +75,14 @@ async def _start_generator(services: Services, stack: AsyncExitStack) -> None:
 
 async def _warm_up(retrieval: RetrievalService, collection: str) -> None:
     """One search before serving, so the first user does not pay for the embedder's first
-    inference and the index's first reads (~200 ms measured after `make run`)."""
+    inference, the index's first reads and LangChain's first call."""
     started = time.perf_counter()
     what = f"search on '{collection}'"
     try:
         if collection in await retrieval.store.list_collections():
-            await retrieval.search("warm-up query", collection, k=1)
+            # Through the LangChain retriever, as /v1/search does (its first call costs ~30 ms).
+            retriever = StoreRetriever(service=retrieval, collection=collection)
+            await retriever.ainvoke("warm-up query", k=1)
         else:
             what = "query embedding (no default collection yet)"
             await anyio.to_thread.run_sync(retrieval.embedder.embed_queries, ["warm-up query"])
