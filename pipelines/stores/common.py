@@ -56,6 +56,12 @@ def add_states(states: dict[str, DocState], payloads: Iterable[dict[str, Any]]) 
         st.expected_chunks = int(pl.get("chunk_count") or 0)
 
 
+def dense_of(vector: Any) -> list[float]:
+    """The dense vector of a retrieved record (named vectors or a bare list; [] if none)."""
+    named = vector.get(DENSE) if isinstance(vector, dict) else vector
+    return [float(x) for x in named] if isinstance(named, list) else []
+
+
 # -- hybrid fusion and MMR: computed here so that both adapters rank exactly alike ----------
 
 Scored = tuple[Any, float]  # (point id, score), best first

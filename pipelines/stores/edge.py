@@ -28,6 +28,7 @@ from pipelines.stores.common import (
     Scored,
     add_states,
     check_collection_name,
+    dense_of,
     mismatch_message,
     rescore_oversampling,
 )
@@ -78,11 +79,6 @@ def _key(point_id: Any) -> Any:
 def _point_id(key: Any) -> Any:
     # UUIDs of every version are >= 2**76 (version bits); Qdrant's numeric ids are < 2**64.
     return UUID(int=key) if key >= 1 << 64 else key
-
-
-def _dense_of(vector: Any) -> list[float]:
-    named = vector.get(DENSE) if isinstance(vector, dict) else vector
-    return [float(x) for x in named] if isinstance(named, list) else []
 
 
 class EdgeStore(RankedSearch):
@@ -322,7 +318,7 @@ class EdgeStore(RankedSearch):
         records = self._open(collection, False).retrieve(
             [_point_id(key) for key in keys], with_payload=False, with_vector=[DENSE]
         )
-        return {_key(r.id): _dense_of(r.vector) for r in records}
+        return {_key(r.id): dense_of(r.vector) for r in records}
 
     async def nearest_hits(
         self, collection: str, query: Query, *, limit: int, filters: Filters | None

@@ -22,6 +22,7 @@ from pipelines.stores.common import (
     Scored,
     add_states,
     check_collection_name,
+    dense_of,
     mismatch_message,
     rescore_oversampling,
 )
@@ -55,11 +56,6 @@ def server_filter(filters: Filters | None) -> models.Filter | None:
         else:
             must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
     return models.Filter(must=must) if must else None
-
-
-def _dense_of(vector: Any) -> list[float]:
-    named = vector.get(DENSE) if isinstance(vector, dict) else vector
-    return [float(x) for x in named] if isinstance(named, list) else []
 
 
 class QdrantServerStore(RankedSearch):
@@ -284,7 +280,7 @@ class QdrantServerStore(RankedSearch):
         records = await self._client.retrieve(
             collection, list(ids), with_payload=False, with_vectors=[DENSE]
         )
-        return {str(r.id): _dense_of(r.vector) for r in records}
+        return {str(r.id): dense_of(r.vector) for r in records}
 
     async def stats(self, collection: str) -> CollectionStats:
         await self.ensure_collection(collection, create=False)
