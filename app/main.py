@@ -13,7 +13,7 @@ from starlette.types import Message, Receive, Scope, Send
 from app.asgi import HttpMiddleware
 from app.errors import install_error_handlers, request_id
 from app.metrics import install_metrics
-from app.routes import ask, collections, health, openai_compat, search, ui
+from app.routes import ask, collections, documents, health, openai_compat, search, ui
 from app.services import Services, build_services
 from pipelines.settings import Settings
 
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(search.router)
     app.include_router(ask.router)
     app.include_router(collections.router)
+    app.include_router(documents.router)
     app.include_router(openai_compat.router)
     app.include_router(ui.router)
     return app

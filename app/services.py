@@ -11,6 +11,8 @@ from typing import Literal
 
 import anyio
 
+from ingest.job import build_pipeline
+from ingest.pipeline import IngestPipeline
 from pipelines.chain import RagChain
 from pipelines.embedder import build_embedder
 from pipelines.errors import GeneratorUnavailable
@@ -33,7 +35,17 @@ class Services:
     generator_state: GeneratorState = "disabled"
     generator_error: str | None = None
     chain: RagChain | None = None
+    # Uploads and deletes run one at a time: two uploads of one file name must not interleave.
+    ingest_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _pipeline: IngestPipeline | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def pipeline(self) -> IngestPipeline:
+        """The ingest job for uploads, over the service's own store and embedder."""
+        if self._pipeline is None:
+            self._pipeline = build_pipeline(self.settings, self.store, self.embedder, serving=True)
+        return self._pipeline
 
     def set_generator(self, generator: Generator) -> None:
         self.generator = generator

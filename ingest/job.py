@@ -20,13 +20,18 @@ def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
     return Chunker(embedder.count_tokens, size, settings.chunking.overlap_tokens)
 
 
-def build_pipeline(settings: Settings, store: VectorStore, embedder: Embedder) -> IngestPipeline:
+def build_pipeline(
+    settings: Settings, store: VectorStore, embedder: Embedder, *, serving: bool = False
+) -> IngestPipeline:
+    """The ingest job over these parts. `serving`: inside the query service (uploads), where
+    each embedding batch holds the embedder that queries also wait for: batches stay small."""
+    batch = settings.embedding.batch_size
     return IngestPipeline(
         store,
         embedder,
         QdrantBm25Encoder.from_settings(settings.retrieval),
         build_chunker(settings, embedder),
-        batch_size=max(settings.embedding.batch_size * 4, 64),
+        batch_size=batch if serving else max(batch * 4, 64),
     )
 
 

@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +76,15 @@ class _FileMark:
     source: str
 
 
+def _rename(source: str, names: Mapping[str, str]) -> str:
+    """A loaded file's source under the name it was given (an upload's file name); corpus
+    lines ('path#id', 'path:line') keep their suffix."""
+    for path, name in names.items():
+        if source == path or source.startswith((path + "#", path + ":")):
+            return name + source[len(path) :]
+    return source
+
+
 class IngestPipeline:
     def __init__(
         self,
@@ -132,6 +141,7 @@ class IngestPipeline:
         failures: list[LoadFailure],
         seen: set[str],
         stop: threading.Event,
+        names: Mapping[str, str],
     ) -> None:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         try:
@@ -140,6 +150,11 @@ class IngestPipeline:
                     return
                 try:
                     for doc in load_file(path, failures):
+                        if names:
+                            doc.key, doc.source = (
+                                _rename(doc.key, names),
+                                _rename(doc.source, names),
+                            )
                         doc_id = document_id(collection, doc.key)
                         seen.add(doc_id)
                         state = states.get(doc_id)
@@ -175,13 +190,18 @@ class IngestPipeline:
         *,
         prune: bool = False,
         progress: Progress | None = None,
+        names: Mapping[Path, str] | None = None,
     ) -> IngestSummary:
+        """Ingest the files under `paths` into `collection`. `names` gives files a source other
+        than their path (uploads: the client's file name, so the document keeps its identity
+        across uploads from different temporary files)."""
         started = time.perf_counter()
         progress = progress or NoProgress()
         summary = IngestSummary(collection=collection)
         await self._store.ensure_collection(collection, create=True)
         states = await self._store.document_states(collection)
         files, failures = await anyio.to_thread.run_sync(discover, list(paths))
+        renames = {str(Path(p).resolve()): n for p, n in (names or {}).items()}  # noqa: ASYNC240
         summary.files = len(files)
         progress.files_total(len(files))
 
@@ -190,7 +210,7 @@ class IngestPipeline:
         stop = threading.Event()
         producer = threading.Thread(
             target=self._produce,
-            args=(files, collection, states, q, failures, seen, stop),
+            args=(files, collection, states, q, failures, seen, stop, renames),
             name="ingest-loader",
             daemon=True,
         )
@@ -235,7 +255,7 @@ class IngestPipeline:
                 if item is _END:
                     break
                 if isinstance(item, _FileMark):
-                    progress.file_done(item.source)
+                    progress.file_done(_rename(item.source, renames))
                     continue
                 assert isinstance(item, _Prepared)
                 if not item.chunks:
@@ -270,7 +290,9 @@ class IngestPipeline:
                 roots,
             )
         await self._store.commit(collection)
-        summary.failed = [{"source": f.source, "reason": f.reason} for f in failures]
+        summary.failed = [
+            {"source": _rename(f.source, renames), "reason": f.reason} for f in failures
+        ]
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary
 

@@ -40,6 +40,23 @@ class CollectionNotFound(NotFound):
         self.collection = collection
 
 
+class DocumentNotFound(NotFound):
+    code = "document_not_found"
+
+    def __init__(self, collection: str, doc_id: str) -> None:
+        super().__init__(f"document '{doc_id}' does not exist in collection '{collection}'")
+
+
+class PayloadTooLarge(RagError):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(RagError):
+    code = "unsupported_media_type"
+    status = 415
+
+
 class SchemaMismatch(ConfigError):
     code = "schema_mismatch"
 

@@ -94,6 +94,10 @@ class VectorStore(Protocol):
 
     async def stats(self, collection: str) -> CollectionStats: ...
 
+    async def count(self, collection: str, filters: Filters | None = None) -> int:
+        """Chunks matching the filters (all chunks without), counted exactly."""
+        ...
+
     async def commit(self, collection: str) -> None:
         """Make what was written durable and indexed (end of an ingest run)."""
         ...

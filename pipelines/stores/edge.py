@@ -355,6 +355,13 @@ class EdgeStore(RankedSearch):
     async def stats(self, collection: str) -> CollectionStats:
         return await self._run(self._stats, collection)
 
+    def _count(self, collection: str, filters: Filters | None) -> int:
+        shard = self._open(collection, False)
+        return int(shard.count(qe.CountRequest(filter=edge_filter(filters), exact=True)))
+
+    async def count(self, collection: str, filters: Filters | None = None) -> int:
+        return await self._run(self._count, collection, filters)
+
     def _finish(self, collection: str) -> None:
         shard = self._shards[collection]
         shard.optimize()  # Edge has no background optimizer: build the HNSW index now.

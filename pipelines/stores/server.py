@@ -291,6 +291,13 @@ class QdrantServerStore(RankedSearch):
         docs = (await self._client.count(collection, count_filter=first, exact=True)).count
         return CollectionStats(name=collection, documents=docs, chunks=chunks)
 
+    async def count(self, collection: str, filters: Filters | None = None) -> int:
+        await self.ensure_collection(collection, create=False)
+        found = await self._client.count(
+            collection, count_filter=server_filter(filters), exact=True
+        )
+        return found.count
+
     async def commit(self, collection: str) -> None:
         return None  # the server indexes in the background; upserts use wait=True
 

@@ -154,6 +154,16 @@ async def test_delete_documents_and_stats(store: VectorStore) -> None:
     assert await store.list_collections() == ["c"]
 
 
+async def test_count_with_and_without_filters(store: VectorStore) -> None:
+    await _seed(store)
+    assert await store.count("c") == 4
+    assert await store.count("c", {"doc_id": "d1"}) == 2
+    assert await store.count("c", {"doc_id": ["d2", "d3"], "page": Range(gte=1)}) == 0
+    assert await store.count("c", {"doc_id": "nope"}) == 0
+    with pytest.raises(CollectionNotFound):
+        await store.count("missing")
+
+
 @pytest.mark.parametrize("kind", ["edge", "server"])
 async def test_reopening_with_another_vector_size_is_refused(kind: str, tmp_path: Path) -> None:
     first = _store(kind, tmp_path)

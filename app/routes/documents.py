@@ -1,0 +1,269 @@
+"""Documents in a collection: upload (multipart), list, delete.
+
+An upload runs the same ingest job as `rag ingest`, inside the service: a document's identity
+is its file name within the collection, so uploading a file again with the same name skips it
+when unchanged and replaces its chunks when changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, File, Query, Response, UploadFile, status
+from pydantic import BaseModel, Field
+
+from app.deps import ServicesDep
+from ingest.loaders import SUPPORTED
+from pipelines.errors import (
+    DocumentNotFound,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from pipelines.identity import document_id
+from pipelines.stores.common import check_collection_name
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["documents"])
+
+MAX_FILES = 32
+_MB = 1024 * 1024
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class UploadedFile(BaseModel):
+    source: str = Field(description="The file name: the document's source in search hits")
+    doc_id: str | None = Field(description="The document's id (null for .jsonl corpora)")
+    chunks: int = Field(description="Chunks the collection now holds for this file")
+
+
+class FailedFile(BaseModel):
+    source: str
+    reason: str
+
+
+class UploadResult(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "collection": "default",
+                    "files": [
+                        {"source": "manual.pdf", "doc_id": "4be3…", "chunks": 42},
+                    ],
+                    "added": 1,
+                    "updated": 0,
+                    "unchanged": 0,
+                    "chunks": 42,
+                    "failed": [{"source": "scan.pdf", "reason": "no text layer"}],
+                    "seconds": 3.1,
+                }
+            ]
+        }
+    }
+    collection: str
+    files: list[UploadedFile]
+    added: int = Field(description="Documents new to the collection")
+    updated: int = Field(description="Documents whose content changed (chunks replaced)")
+    unchanged: int = Field(description="Documents already stored with this content")
+    chunks: int = Field(description="Chunks embedded and written by this upload")
+    failed: list[FailedFile] = Field(description="Files (or corpus lines) skipped, with why")
+    seconds: float
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    source: str
+    chunks: int
+
+
+class DocumentList(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "collection": "default",
+                    "total": 1,
+                    "documents": [{"doc_id": "4be3…", "source": "manual.pdf", "chunks": 42}],
+                }
+            ]
+        }
+    }
+    collection: str
+    total: int = Field(description="Documents in the collection (before limit/offset)")
+    documents: list[DocumentOut]
+
+
+class DeletedDocument(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"collection": "default", "doc_id": "4be3…", "deleted_chunks": 42}]
+        }
+    }
+    collection: str
+    doc_id: str
+    deleted_chunks: int
+
+
+_COLLECTION_ERRORS = {
+    404: {"description": "The collection (or document) does not exist"},
+    422: {"description": "Invalid request: the message names what was wrong"},
+}
+
+
+def upload_name(filename: str | None) -> str:
+    """The client's file name without any folder part; refused when it cannot be a source."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not name or name.startswith(".") or _UNSAFE.search(name) or len(name) > 255:
+        raise InvalidInput(
+            f"invalid file name {filename!r}: give each file a plain name such as 'report.pdf'"
+        )
+    return name
+
+
+def _check_uploads(files: list[UploadFile], max_mb: int) -> list[str]:
+    """Names for the uploads, or the first reason to refuse the whole request (nothing lands)."""
+    if len(files) > MAX_FILES:
+        raise InvalidInput(f"too many files: {len(files)} (at most {MAX_FILES} per request)")
+    names = [upload_name(f.filename) for f in files]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InvalidInput(f"the same file name appears twice in one upload: {', '.join(dupes)}")
+    for name in names:
+        suffix = Path(name).suffix.lower()
+        if suffix not in SUPPORTED:
+            raise UnsupportedMediaType(
+                f"unsupported file type '{suffix or name}' for '{name}' "
+                f"(supported: {', '.join(SUPPORTED)})"
+            )
+    for name, f in zip(names, files, strict=True):
+        if f.size is not None and f.size > max_mb * _MB:
+            raise PayloadTooLarge(
+                f"'{name}' is {f.size / _MB:.1f} MB; the limit is {max_mb} MB per file "
+                "(RAG_SERVER__MAX_UPLOAD_MB)"
+            )
+    return names
+
+
+def _save(files: list[UploadFile], names: list[str], folder: Path) -> dict[Path, str]:
+    saved: dict[Path, str] = {}
+    for name, f in zip(names, files, strict=True):
+        path = folder / name
+        with path.open("wb") as out:
+            f.file.seek(0)
+            shutil.copyfileobj(f.file, out, length=_MB)
+        saved[path] = name
+    return saved
+
+
+@router.post(
+    "/v1/collections/{collection}/documents",
+    response_model=UploadResult,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"description": "Every document was already stored unchanged"},
+        413: {"description": "A file is larger than RAG_SERVER__MAX_UPLOAD_MB"},
+        415: {"description": "A file type is not supported (nothing was ingested)"},
+        422: {"description": "Invalid request, or no file could be read (each named, with why)"},
+    },
+    summary="Upload documents into a collection (created if missing)",
+)
+async def upload_documents(
+    collection: str,
+    services: ServicesDep,
+    response: Response,
+    files: Annotated[
+        list[UploadFile],
+        File(description=f"One or more files ({', '.join(SUPPORTED)})"),
+    ],
+) -> UploadResult:
+    check_collection_name(collection)
+    names = _check_uploads(files, services.settings.server.max_upload_mb)
+    async with services.ingest_lock:
+        with tempfile.TemporaryDirectory(prefix="ragserve-upload-") as tmp:
+            saved = await anyio.to_thread.run_sync(_save, files, names, Path(tmp))
+            summary = await services.pipeline.run(list(saved), collection, names=saved)
+        failed = [FailedFile(**f) for f in summary.failed]
+        landed = [n for n in names if not any(f.source == n for f in failed)]
+        if not landed:
+            reasons = "; ".join(f"{f.source}: {f.reason}" for f in failed)
+            raise InvalidInput(f"no document could be ingested ({reasons})")
+        uploaded = [
+            UploadedFile(
+                source=name,
+                doc_id=None if name.lower().endswith(".jsonl") else document_id(collection, name),
+                chunks=await services.store.count(collection, {"source": name}),
+            )
+            for name in landed
+        ]
+    log.info(
+        "upload into '%s': %d added, %d updated, %d unchanged, %d failed, %d chunks in %.1fs",
+        collection,
+        summary.added,
+        summary.updated,
+        summary.unchanged,
+        len(failed),
+        summary.chunks,
+        summary.seconds,
+    )
+    if summary.added == 0 and summary.updated == 0:
+        response.status_code = status.HTTP_200_OK
+    return UploadResult(
+        collection=collection,
+        files=uploaded,
+        added=summary.added,
+        updated=summary.updated,
+        unchanged=summary.unchanged,
+        chunks=summary.chunks,
+        failed=failed,
+        seconds=summary.seconds,
+    )
+
+
+@router.get(
+    "/v1/collections/{collection}/documents",
+    response_model=DocumentList,
+    responses=_COLLECTION_ERRORS,  # type: ignore[arg-type]
+    summary="List a collection's documents (by source) with their chunk counts",
+)
+async def list_documents(
+    collection: str,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DocumentList:
+    check_collection_name(collection)
+    states = await services.store.document_states(collection)
+    ordered = sorted(states.values(), key=lambda s: (s.source, s.doc_id))
+    return DocumentList(
+        collection=collection,
+        total=len(ordered),
+        documents=[
+            DocumentOut(doc_id=s.doc_id, source=s.source, chunks=s.chunks)
+            for s in ordered[offset : offset + limit]
+        ],
+    )
+
+
+@router.delete(
+    "/v1/collections/{collection}/documents/{doc_id}",
+    response_model=DeletedDocument,
+    responses=_COLLECTION_ERRORS,  # type: ignore[arg-type]
+    summary="Delete a document and all of its chunks",
+)
+async def delete_document(collection: str, doc_id: str, services: ServicesDep) -> DeletedDocument:
+    check_collection_name(collection)
+    async with services.ingest_lock:
+        chunks = await services.store.count(collection, {"doc_id": doc_id})
+        if chunks == 0:
+            raise DocumentNotFound(collection, doc_id)
+        await services.store.delete_documents(collection, [doc_id])
+        await services.store.commit(collection)
+    log.info("deleted document %s (%d chunks) from '%s'", doc_id, chunks, collection)
+    return DeletedDocument(collection=collection, doc_id=doc_id, deleted_chunks=chunks)
