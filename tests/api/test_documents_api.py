@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,8 @@ from asgi_lifespan import LifespanManager
 from app.main import create_app
 from app.services import Services
 from pipelines.identity import document_id
+from tests.documents import write_pdf
+from tests.live import live_server
 
 GUIDE = (
     "# Sourdough starter care\n\n"
@@ -188,3 +191,25 @@ async def test_openapi_documents_the_upload(client: httpx.AsyncClient) -> None:
     assert {"get", "post"} <= path.keys()
     assert "multipart/form-data" in path["post"]["requestBody"]["content"]
     assert "delete" in spec["paths"]["/v1/collections/{collection}/documents/{doc_id}"]
+
+
+async def test_pdf_upload_over_loopback_http(services: Services, tmp_path: Path) -> None:
+    """A real multipart request through uvicorn: a two-page PDF lands with its pages."""
+    pdf = write_pdf(
+        tmp_path / "field-notes.pdf", ["Llamas hum to calm their young.", "Alpacas spit."]
+    )
+    async with (
+        live_server(create_app(services.settings, services=services)) as url,
+        httpx.AsyncClient(base_url=url, timeout=60) as client,
+    ):
+        with pdf.open("rb") as fh:
+            r = await client.post(
+                "/v1/collections/default/documents",
+                files={"files": ("field-notes.pdf", fh, "application/pdf")},
+            )
+        assert r.status_code == 201, r.text
+        assert r.json()["files"][0]["source"] == "field-notes.pdf"
+        hits = await _top(client, "which animal hums to its young?", filters={"page": 1})
+    assert hits[0]["source"] == "field-notes.pdf"
+    assert hits[0]["title"] == "field-notes"
+    assert "Llamas hum" in hits[0]["text"]

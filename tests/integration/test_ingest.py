@@ -16,6 +16,7 @@ from ingest.pipeline import IngestPipeline, IngestSummary
 from pipelines.embedder import SentenceTransformerEmbedder
 from pipelines.settings import Settings
 from pipelines.stores.edge import EdgeStore
+from tests.documents import write_pdf
 from tests.integration.helpers import edge_snapshot
 
 pytestmark = pytest.mark.slow
@@ -123,8 +124,6 @@ async def test_real_pdf_and_docx_carry_pages_and_titles(
     settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
 ) -> None:
     import docx
-    from pypdf import PdfWriter
-    from pypdf.generic import DictionaryObject, NameObject, StreamObject
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -132,24 +131,9 @@ async def test_real_pdf_and_docx_carry_pages_and_titles(
     d.add_heading("Router setup", level=1)
     d.add_paragraph("Hold the reset button for ten seconds to restore factory settings.")
     d.save(str(docs / "router.docx"))
-    writer = PdfWriter()
-    for text in ("Page one talks about llamas.", "Page two talks about alpacas."):
-        page = writer.add_blank_page(width=300, height=200)
-        stream = StreamObject()
-        stream.set_data(f"BT /F1 12 Tf 20 100 Td ({text}) Tj ET".encode())
-        page[NameObject("/Contents")] = writer._add_object(stream)
-        font = DictionaryObject(
-            {
-                NameObject("/Type"): NameObject("/Font"),
-                NameObject("/Subtype"): NameObject("/Type1"),
-                NameObject("/BaseFont"): NameObject("/Helvetica"),
-            }
-        )
-        page[NameObject("/Resources")] = DictionaryObject(
-            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
-        )
-    with (docs / "animals.pdf").open("wb") as fh:
-        writer.write(fh)
+    write_pdf(
+        docs / "animals.pdf", ["Page one talks about llamas.", "Page two talks about alpacas."]
+    )
     summary = await _run(settings, embedder, [docs])
     assert summary.failed == []
     assert summary.added == 2
