@@ -171,12 +171,13 @@ def _print_sources(sources: list[dict[str, Any]]) -> None:
         out.print(f"  [{s['n']}] [cyan]{s['title']}[/] ({where})")
 
 
-async def _ask_remote(url: str, body: dict[str, Any]) -> int:
+async def _ask_remote(url: str, body: dict[str, Any], api_key: str | None = None) -> int:
     import httpx
 
     timeout = httpx.Timeout(300, connect=3)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     async with (
-        httpx.AsyncClient(base_url=url, timeout=timeout) as client,
+        httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers) as client,
         client.stream("POST", "/v1/ask/stream", json=body) as resp,
     ):
         if resp.status_code != 200:
@@ -254,6 +255,14 @@ def ask(
     local: Annotated[
         bool, typer.Option("--local", help="Do not use a server: load the model in this process.")
     ] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="The service's API key (default: RAG_SERVER__API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Ask a question: the answer streams in, then its numbered sources.
 
@@ -274,7 +283,10 @@ def ask(
             code = asyncio.run(_ask_local(settings, body))
         else:
             try:
-                code = asyncio.run(_ask_remote(base, body))
+                key = api_key or (
+                    settings.server.api_key.get_secret_value() if settings.server.api_key else None
+                )
+                code = asyncio.run(_ask_remote(base, body, key))
             except httpx.ConnectError:
                 if url:
                     console.print(f"[bold red]error[/]: no ragserve at {url}")

@@ -56,7 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
         rid = request_id(request)
         if exc.status >= 500:
             log.warning("request %s failed: %s: %s", rid, exc.code, exc.message)
-        headers = {"Retry-After": "5"} if exc.status in (429, 503) else None
+        headers = exc.headers or ({"Retry-After": "5"} if exc.status in (429, 503) else None)
         return JSONResponse(
             envelope(exc.code, exc.message, rid, exc.retryable),
             status_code=exc.status,

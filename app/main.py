@@ -6,11 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Receive, Scope, Send
 
 from app.asgi import HttpMiddleware
+from app.auth import require_api_key
 from app.errors import install_error_handlers, request_id
 from app.metrics import install_metrics
 from app.routes import ask, collections, documents, health, openai_compat, search, ui
@@ -57,10 +58,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.add_middleware(RequestId)
 
     app.include_router(health.router)
-    app.include_router(search.router)
-    app.include_router(ask.router)
-    app.include_router(collections.router)
-    app.include_router(documents.router)
-    app.include_router(openai_compat.router)
     app.include_router(ui.router)
+    # With RAG_SERVER__API_KEY set, the API wants a bearer key; health, metrics, the chat
+    # page and the docs stay open (the page asks for the key when the API answers 401).
+    protected = [Depends(require_api_key)]
+    for module in (search, ask, collections, documents, openai_compat):
+        app.include_router(module.router, dependencies=protected)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class RagError(Exception):
     """Base: a machine-readable code, an HTTP status, and whether a retry may succeed."""
@@ -9,6 +11,9 @@ class RagError(Exception):
     code = "internal_error"
     status = 500
     retryable = False
+    headers: ClassVar[dict[str, str] | None] = (
+        None  # extra response headers (e.g. WWW-Authenticate)
+    )
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -45,6 +50,12 @@ class DocumentNotFound(NotFound):
 
     def __init__(self, collection: str, doc_id: str) -> None:
         super().__init__(f"document '{doc_id}' does not exist in collection '{collection}'")
+
+
+class Unauthorized(RagError):
+    code = "unauthorized"
+    status = 401
+    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
 
 
 class PayloadTooLarge(RagError):

@@ -121,6 +121,9 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8000, ge=1, le=65535)
     max_question_chars: int = Field(default=4000, ge=1)
     max_upload_mb: int = Field(default=50, ge=1)
+    # Set: every /v1 endpoint wants `Authorization: Bearer <api_key>` (health, metrics, the
+    # chat page and the API docs stay open). Unset: no authentication (loopback default).
+    api_key: SecretStr | None = None
 
 
 class Settings(BaseSettings):

@@ -6,6 +6,7 @@
 (() => {
   const MAX_HISTORY = 20; // messages sent back for follow-ups (the API takes at most 50)
   const SNIPPET_CHARS = 220;
+  const KEY_STORE = "ragserve.apiKey"; // set when the server wants RAG_SERVER__API_KEY
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -29,6 +30,10 @@
     viewerMeta: $("viewer-meta"),
     viewerText: $("viewer-text"),
     template: $("turn-template"),
+    upload: $("upload"),
+    notice: $("notice"),
+    keyForm: $("key-form"),
+    apiKey: $("api-key"),
   };
 
   /** Completed exchanges only: [{role, content}], sent as `messages` for follow-ups. */
@@ -58,11 +63,39 @@
     return fallback;
   }
 
+  // ---------------------------------------------------------------- API key
+
+  /** fetch() with the stored API key; a 401 asks the user for the key. */
+  async function api(path, init = {}) {
+    const headers = new Headers(init.headers || {});
+    const key = localStorage.getItem(KEY_STORE);
+    if (key) headers.set("Authorization", `Bearer ${key}`);
+    const res = await fetch(path, { ...init, headers });
+    if (res.status === 401) {
+      if (key) localStorage.removeItem(KEY_STORE); // a wrong or revoked key
+      els.keyForm.hidden = false;
+      els.apiKey.focus();
+    }
+    return res;
+  }
+
+  els.keyForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const key = els.apiKey.value.trim();
+    if (!key) return;
+    localStorage.setItem(KEY_STORE, key);
+    els.apiKey.value = "";
+    els.keyForm.hidden = true;
+    clearError();
+    loadCollections();
+    els.question.focus();
+  });
+
   // ---------------------------------------------------------------- collections
 
   async function loadCollections() {
     try {
-      const res = await fetch("/v1/collections", { headers: { Accept: "application/json" } });
+      const res = await api("/v1/collections", { headers: { Accept: "application/json" } });
       const body = await res.json().catch(() => null);
       if (!res.ok) {
         throw new Error(describeError(body && body.error, `HTTP ${res.status}`));
@@ -330,7 +363,7 @@
 
     let terminal = false;
     try {
-      const res = await fetch("/v1/ask/stream", {
+      const res = await api("/v1/ask/stream", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
         body: JSON.stringify(body),
@@ -407,7 +440,55 @@
     els.newChat.disabled = busy;
   }
 
+  // ---------------------------------------------------------------- upload
+
+  function showNotice(message) {
+    els.notice.textContent = message;
+    els.notice.hidden = !message;
+  }
+
+  /** Upload the chosen files into the selected collection (or "default"). */
+  async function upload(files) {
+    if (!files.length) return;
+    clearError();
+    const collection = els.collection.value || "default";
+    const form = new FormData();
+    for (const f of files) form.append("files", f, f.name);
+    const names = Array.from(files, (f) => f.name).join(", ");
+    showNotice(`Uploading ${names} to ${collection}…`);
+    els.upload.disabled = true;
+    try {
+      const res = await api(`/v1/collections/${encodeURIComponent(collection)}/documents`, {
+        method: "POST",
+        headers: { Accept: "application/json" },
+        body: form,
+      });
+      const body = await res.json().catch(() => null);
+      if (!res.ok) {
+        showNotice("");
+        showError(describeError(body && body.error, `Upload failed: HTTP ${res.status}`));
+        return;
+      }
+      const parts = [`${body.added} added`, `${body.updated} updated`, `${body.unchanged} unchanged`];
+      showNotice(`Uploaded to ${collection}: ${parts.join(", ")} (${body.chunks} chunks).`);
+      if (body.failed.length) {
+        showError(`Skipped: ${body.failed.map((f) => `${f.source} (${f.reason})`).join("; ")}`);
+      }
+      const keep = els.collection.value;
+      await loadCollections();
+      if (keep) els.collection.value = keep;
+    } catch (e) {
+      showNotice("");
+      showError(`Could not upload: ${e.message}`);
+    } finally {
+      els.upload.disabled = false;
+      els.upload.value = "";
+    }
+  }
+
   // ---------------------------------------------------------------- wiring
+
+  els.upload.addEventListener("change", () => upload(els.upload.files));
 
   els.form.addEventListener("submit", (ev) => {
     ev.preventDefault();

@@ -193,3 +193,69 @@ def test_static_files_serve_the_page_assets_only(live_server: LiveServer) -> Non
             assert r.status_code == 404, bad
             assert r.json()["error"]["code"] == "not_found"
         assert "/" not in client.get("/openapi.json").json()["paths"]
+
+
+STARTER = (
+    b"# Sourdough starter care\n\nFeed the starter once a day with equal weights of rye flour "
+    b"and water. A healthy starter doubles within six hours of feeding.\n"
+)
+
+
+def test_upload_adds_a_document_the_next_answer_cites(
+    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+) -> None:
+    generator.tokens = ["Feed it daily [1]."]
+    page.goto("/")
+    expect(page.get_by_label("Collection")).to_have_value("default")
+    try:
+        page.set_input_files(
+            "#upload",
+            files=[{"name": "starter.md", "mimeType": "text/markdown", "buffer": STARTER}],
+        )
+        notice = page.get_by_role("status")
+        expect(notice).to_contain_text("Uploaded to default: 1 added")
+        expect(page.locator("#collection option[value=default]")).to_have_text("default (4 docs)")
+        turn = ask(page, "How often do I feed a sourdough starter?")
+        expect(turn).to_have_attribute("data-state", "done")
+        first = turn.locator("li.source").first
+        expect(first.locator(".source-title")).to_have_text("Sourdough starter care")
+        expect(first.locator(".meta")).to_contain_text("starter.md")
+        # A file the service cannot read is named in the error banner.
+        page.set_input_files(
+            "#upload",
+            files=[{"name": "scan.pdf", "mimeType": "application/pdf", "buffer": b"%PDF"}],
+        )
+        expect(page.get_by_role("alert")).to_contain_text("scan.pdf")
+    finally:
+        with httpx.Client(base_url=live_server.url, timeout=10) as client:
+            docs = client.get("/v1/collections/default/documents").json()["documents"]
+            for d in docs:
+                if d["source"] == "starter.md":
+                    client.delete(f"/v1/collections/default/documents/{d['doc_id']}")
+
+
+def test_a_server_with_an_api_key_asks_for_it_once(
+    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+) -> None:
+    from pydantic import SecretStr
+
+    generator.tokens = VENUS
+    live_server.settings.server.api_key = SecretStr("page-key")
+    try:
+        page.goto("/")
+        key_form = page.locator("#key-form")
+        expect(key_form).to_be_visible()
+        page.get_by_label("This server needs an API key:").fill("wrong")
+        page.get_by_role("button", name="Use key").click()
+        expect(key_form).to_be_visible()  # 401 again: asked again
+        page.get_by_label("This server needs an API key:").fill("page-key")
+        page.get_by_role("button", name="Use key").click()
+        expect(key_form).to_be_hidden()
+        expect(page.get_by_label("Collection")).to_have_value("default")
+        turn = ask(page, "How hot is Venus?")
+        expect(turn).to_have_attribute("data-state", "done")
+        page.reload()  # the key is remembered
+        expect(page.get_by_label("Collection")).to_have_value("default")
+        expect(key_form).to_be_hidden()
+    finally:
+        live_server.settings.server.api_key = None
