@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"
@@ -124,6 +124,12 @@ class ServerSettings(BaseModel):
     # Set: every /v1 endpoint wants `Authorization: Bearer <api_key>` (health, metrics, the
     # chat page and the API docs stay open). Unset: no authentication (loopback default).
     api_key: SecretStr | None = None
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, value: object) -> object:
+        # `RAG_SERVER__API_KEY=` (e.g. compose's `${RAG_SERVER__API_KEY:-}`) means no key.
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class Settings(BaseSettings):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,11 +30,18 @@ def test_compose_file_wires_ragserve_to_qdrant_and_vllm() -> None:
 def test_compose_environment_is_understood_by_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     for key, value in spec["services"]["ragserve"]["environment"].items():
-        monkeypatch.setenv(key, str(value).replace("${RAG_LLM__MODEL:-", "").rstrip("}"))
+        # What compose gives when the variable is unset: `${NAME:-default}` -> default.
+        monkeypatch.setenv(key, re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value)))
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.qdrant.url == "http://qdrant:6333"
     assert settings.llm.base_url == "http://vllm:8000"
     assert str(settings.data_dir) == "/data"
+    assert settings.server.api_key is None  # empty: no authentication
+    monkeypatch.setenv("RAG_SERVER__API_KEY", "k3y")
+    keyed = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert keyed.server.api_key is not None
+    assert keyed.server.api_key.get_secret_value() == "k3y"
+    assert "k3y" not in repr(keyed)
 
 
 def test_docker_compose_config_accepts_the_file() -> None:
