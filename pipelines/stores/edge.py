@@ -241,22 +241,29 @@ class EdgeStore(RankedSearch):
         )
         await self._run(shard.update, qe.UpdateOperation.delete_points_by_filter(flt))
 
-    def _states(self, collection: str) -> dict[str, DocState]:
+    def _states(self, collection: str, filters: Filters | None) -> dict[str, DocState]:
         shard = self._open(collection, False)
         states: dict[str, DocState] = {}
         offset: Any = None
+        flt = edge_filter(filters)
         while True:
             records, offset = shard.scroll(
                 qe.ScrollRequest(
-                    offset=offset, limit=SCROLL_PAGE, with_payload=STATE_FIELDS, with_vector=False
+                    offset=offset,
+                    limit=SCROLL_PAGE,
+                    filter=flt,
+                    with_payload=STATE_FIELDS,
+                    with_vector=False,
                 )
             )
             add_states(states, (rec.payload or {} for rec in records))
             if offset is None:
                 return states
 
-    async def document_states(self, collection: str) -> dict[str, DocState]:
-        return await self._run(self._states, collection)
+    async def document_states(
+        self, collection: str, filters: Filters | None = None
+    ) -> dict[str, DocState]:
+        return await self._run(self._states, collection, filters)
 
     def _quantization_params(
         self, k: int, depth: int, rescore: bool

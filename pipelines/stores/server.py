@@ -208,13 +208,17 @@ class QdrantServerStore(RankedSearch):
             collection, points_selector=models.FilterSelector(filter=flt), wait=True
         )
 
-    async def document_states(self, collection: str) -> dict[str, DocState]:
+    async def document_states(
+        self, collection: str, filters: Filters | None = None
+    ) -> dict[str, DocState]:
         await self.ensure_collection(collection, create=False)
         states: dict[str, DocState] = {}
         offset: Any = None
+        flt = server_filter(filters)
         while True:
             records, offset = await self._client.scroll(
                 collection,
+                scroll_filter=flt,
                 limit=SCROLL_PAGE,
                 offset=offset,
                 with_payload=STATE_FIELDS,

@@ -92,6 +92,8 @@ async def test_list_then_delete_a_document(client: httpx.AsyncClient) -> None:
     }
     page = (await client.get("/v1/collections/default/documents?limit=2&offset=1")).json()
     assert page["documents"] == docs[1:3]
+    one = (await client.get("/v1/collections/default/documents?source=starter.md")).json()
+    assert (one["total"], one["documents"]) == (1, [mine])
 
     gone = await client.delete(f"/v1/collections/default/documents/{mine['doc_id']}")
     assert gone.status_code == 200, gone.text

@@ -39,30 +39,46 @@ async def _run(
     embedder: SentenceTransformerEmbedder,
     paths: list[Path],
     prune: bool = False,
+    state_lookup_max_files: int | None = None,
 ) -> IngestSummary:
     store = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
     try:
         pipeline: IngestPipeline = build_pipeline(settings, store, embedder)
+        if state_lookup_max_files is not None:
+            pipeline.state_lookup_max_files = state_lookup_max_files
         return await pipeline.run(paths, "default", prune=prune)
     finally:
         await store.close()
 
 
+# What the store holds is read back per file (by source) for small runs, by one full scan for
+# runs of many files: both must decide skip / replace alike.
+STATE_READS = pytest.mark.parametrize("lookup_max", [None, 0], ids=["by-source", "full-scan"])
+
+
+@STATE_READS
 async def test_reingest_unchanged_files_writes_nothing(
-    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    lookup_max: int | None,
 ) -> None:
     docs = tmp_path / "docs"
     _write_corpus(docs, 6)
     first = await _run(settings, embedder, [docs])
     assert (first.added, first.updated, first.unchanged, first.failed) == (6, 0, 0, [])
     before = edge_snapshot(settings.qdrant_dir / "default")
-    second = await _run(settings, embedder, [docs])
+    second = await _run(settings, embedder, [docs], state_lookup_max_files=lookup_max)
     assert (second.added, second.updated, second.unchanged, second.chunks) == (0, 0, 6, 0)
     assert edge_snapshot(settings.qdrant_dir / "default") == before
 
 
+@STATE_READS
 async def test_changed_file_replaces_its_chunks_and_leaves_no_stale_one(
-    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    lookup_max: int | None,
 ) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -73,7 +89,7 @@ async def test_changed_file_replaces_its_chunks_and_leaves_no_stale_one(
     old = edge_snapshot(settings.qdrant_dir / "default")
     assert len(old) > 3
     (docs / "manual.md").write_text("# Manual\n\nThe new pump model needs no maintenance.")
-    summary = await _run(settings, embedder, [docs])
+    summary = await _run(settings, embedder, [docs], state_lookup_max_files=lookup_max)
     assert (summary.added, summary.updated, summary.unchanged) == (0, 1, 1)
     new = edge_snapshot(settings.qdrant_dir / "default")
     texts = sorted(v[3] for v in new.values())

@@ -144,6 +144,16 @@ async def test_document_states_and_stale_chunk_removal(store: VectorStore) -> No
     assert state.chunks == 1
 
 
+async def test_document_states_of_matching_chunks_only(store: VectorStore) -> None:
+    await _seed(store)
+    by_source = await store.document_states("c", {"source": ["/src/b.md", "/src/c.md"]})
+    assert sorted(by_source) == ["d2", "d3"]
+    firsts = await store.document_states("c", {"chunk_index": 0})
+    assert sorted(firsts) == ["d1", "d2", "d3"]
+    assert (firsts["d1"].chunks, firsts["d1"].expected_chunks) == (1, 2)
+    assert await store.document_states("c", {"source": "/nowhere"}) == {}
+
+
 async def test_delete_documents_and_stats(store: VectorStore) -> None:
     await _seed(store)
     stats = await store.stats("c")
