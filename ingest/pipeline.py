@@ -206,9 +206,10 @@ class IngestPipeline:
         await self._store.ensure_collection(collection, create=True)
         files, failures = await anyio.to_thread.run_sync(discover, list(paths))
         renames = {str(Path(p).resolve()): n for p, n in (names or {}).items()}  # noqa: ASYNC240
+        states: dict[str, DocState] = {}
         if prune or len(files) > self.state_lookup_max_files:
             states = await self._store.document_states(collection)
-        else:  # only these files' documents: a few ms, where a full scan of 1M chunks takes ~30 s
+        elif files:  # only these files' documents: ms, where reading 1M chunks takes ~30 s
             sources: list[Scalar] = [renames.get(str(f), str(f)) for f in files]
             states = await self._store.document_states(collection, {"source": sources})
         summary.files = len(files)

@@ -231,3 +231,17 @@ def test_ingest_killed_mid_run_converges_on_rerun(tmp_path: Path) -> None:
     summary = _ingest(docs, killed)
     assert summary["failed"] == []
     assert edge_snapshot(killed / "qdrant" / "default") == reference
+
+
+async def test_a_folder_without_documents_changes_nothing(
+    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    _write_corpus(docs, 2)
+    await _run(settings, embedder, [docs])
+    before = edge_snapshot(settings.qdrant_dir / "default")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "image.png").write_bytes(b"\x89PNG")  # not a supported type
+    summary = await _run(settings, embedder, [tmp_path / "empty"])
+    assert (summary.files, summary.added, summary.unchanged, summary.failed) == (0, 0, 0, [])
+    assert edge_snapshot(settings.qdrant_dir / "default") == before
