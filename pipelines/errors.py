@@ -78,6 +78,18 @@ class DependencyUnavailable(RagError):
     retryable = True
 
 
+class StoreLocked(DependencyUnavailable):
+    code = "store_locked"
+
+    def __init__(self, collection: str, path: str) -> None:
+        super().__init__(
+            f"collection '{collection}' ({path}) is open in another process: the embedded "
+            "store serves one process at a time. While `rag serve` runs, add documents "
+            f"through it (POST /v1/collections/{collection}/documents, or the chat page's "
+            "Upload), or stop it first; otherwise wait for the other ingest to finish."
+        )
+
+
 class GeneratorUnavailable(DependencyUnavailable):
     code = "generator_unavailable"
 

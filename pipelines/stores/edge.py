@@ -15,7 +15,7 @@ from uuid import UUID
 import anyio
 import qdrant_edge as qe
 
-from pipelines.errors import CollectionNotFound, SchemaMismatch
+from pipelines.errors import CollectionNotFound, SchemaMismatch, StoreLocked
 from pipelines.stores.common import (
     DENSE,
     KEYWORD_INDEXES,
@@ -161,7 +161,12 @@ class EdgeStore(RankedSearch):
             path = self._path(collection)
             if (path / _META).is_file():
                 self._check_meta(collection, path)
-                shard = qe.EdgeShard.load(str(path))
+                try:
+                    shard = qe.EdgeShard.load(str(path))
+                except Exception as exc:  # the engine raises a bare Exception
+                    if "WouldBlock" in str(exc):  # another process holds the shard's WAL lock
+                        raise StoreLocked(collection, str(path)) from exc
+                    raise
             elif create:
                 # A folder without the meta file is a create that died half-way: start over.
                 shutil.rmtree(path, ignore_errors=True)

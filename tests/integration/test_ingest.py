@@ -245,3 +245,23 @@ async def test_a_folder_without_documents_changes_nothing(
     summary = await _run(settings, embedder, [tmp_path / "empty"])
     assert (summary.files, summary.added, summary.unchanged, summary.failed) == (0, 0, 0, [])
     assert edge_snapshot(settings.qdrant_dir / "default") == before
+
+
+async def test_ingest_while_another_process_holds_the_store_says_what_to_do(
+    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    _write_corpus(docs, 1)
+    await _run(settings, embedder, [docs])
+    holder = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
+    await holder.ensure_collection("default", create=False)  # like a running `rag serve`
+    try:
+        proc = _cli(["ingest", str(docs)], settings.data_dir)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        await holder.close()
+    assert proc.returncode == 2, (out, err)
+    message = " ".join((out + err).split())
+    assert "collection 'default'" in message and "is open in another process" in message
+    assert "POST /v1/collections/default/documents" in message
+    assert "Traceback" not in err
