@@ -118,6 +118,39 @@ def load_html(path: Path) -> Iterator[LoadedDocument]:
     )
 
 
+_DIGITS = re.compile(r"\d+")
+_PAGE_NUMBER = re.compile(r"^\s*(?:[Pp]age\s+)?(?:\d+|[ivxlc]{1,6})(?:\s*(?:/|of)\s*\d+)?\s*$")
+_BROKEN_WORD = re.compile(r"([A-Za-z])-\n([a-z])")
+EDGE_LINES = 2  # lines at the top and at the bottom of a page that may be a running header
+
+
+def clean_pdf_pages(pages: list[str]) -> list[str]:
+    """Text layers of a PDF's pages without what is not content: page numbers, running
+    headers and footers (a top or bottom line repeated on several pages, digits aside, such
+    as "Chapter 2: Setup 14"), and words hyphenated across a line break ("man-\\nagement").
+    """
+    split = [p.splitlines() for p in pages]
+    seen: dict[str, int] = {}
+    for lines in split:
+        edges = {_DIGITS.sub("#", ln.strip()) for ln in lines[:EDGE_LINES] + lines[-EDGE_LINES:]}
+        for key in edges - {""}:
+            seen[key] = seen.get(key, 0) + 1
+    repeated = {k for k, n in seen.items() if n >= max(3, len(pages) // 10)}
+    out = []
+    for lines in split:
+        n = len(lines)
+        kept = [
+            ln
+            for i, ln in enumerate(lines)
+            if not (
+                (i < EDGE_LINES or i >= n - EDGE_LINES)
+                and (_PAGE_NUMBER.match(ln) or _DIGITS.sub("#", ln.strip()) in repeated)
+            )
+        ]
+        out.append(_BROKEN_WORD.sub(r"\1\2", "\n".join(kept)).strip())
+    return out
+
+
 def load_pdf(path: Path) -> Iterator[LoadedDocument]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
@@ -126,11 +159,10 @@ def load_pdf(path: Path) -> Iterator[LoadedDocument]:
         reader = PdfReader(str(path))
         if reader.is_encrypted and not reader.decrypt(""):
             raise LoadError("encrypted PDF (password required)")
-        sections = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = page.extract_text() or ""
-            if text.strip():
-                sections.append(Section(text.strip(), page=number))
+        texts = clean_pdf_pages([page.extract_text() or "" for page in reader.pages])
+        sections = [
+            Section(text, page=number) for number, text in enumerate(texts, start=1) if text
+        ]
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except LoadError:
         raise

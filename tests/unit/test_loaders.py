@@ -92,3 +92,32 @@ def test_discover_recurses_and_skips_hidden_and_unsupported(tmp_path: Path) -> N
     files, missing = discover([tmp_path, tmp_path / "nope.txt"])
     assert files == [(tmp_path / "a" / "x.md").resolve()]
     assert [m.reason for m in missing] == ["no such file or directory"]
+
+
+def test_pdf_pages_lose_page_numbers_running_headers_and_line_hyphens() -> None:
+    from ingest.loaders import clean_pdf_pages
+
+    words = ["valves", "seals", "motors", "filters", "hoses", "gauges"]
+    pages = [
+        f"Pump Manual · Chapter {1 + i // 3}\nThe {w} section: the man-\nagement team "
+        f"checks {w} weekly.\nA well-\nKnown fact about {w}.\nPage {i + 1} of 6"
+        for i, w in enumerate(words)
+    ]
+    pages[2] = "Safety first\n" + pages[2]  # a first line seen once is content
+    cleaned = clean_pdf_pages(pages)
+    assert cleaned[0] == (
+        "The valves section: the management team checks valves weekly.\n"
+        "A well-\nKnown fact about valves."
+    )
+    assert cleaned[2].startswith("Safety first\nThe motors section")
+    assert all("Chapter" not in c and "Page" not in c for c in cleaned)
+
+
+def test_pdf_cleaning_keeps_short_documents_and_bare_numbers_inside_the_text() -> None:
+    from ingest.loaders import clean_pdf_pages
+
+    pages = ["Title page\nIntroduction\n42\nThe answer above is a number.\nEnd", "ii\nMore text"]
+    assert clean_pdf_pages(pages) == [
+        "Title page\nIntroduction\n42\nThe answer above is a number.\nEnd",
+        "More text",
+    ]
