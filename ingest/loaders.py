@@ -147,8 +147,25 @@ def clean_pdf_pages(pages: list[str]) -> list[str]:
                 and (_PAGE_NUMBER.match(ln) or _DIGITS.sub("#", ln.strip()) in repeated)
             )
         ]
-        out.append(_BROKEN_WORD.sub(r"\1\2", "\n".join(kept)).strip())
+        out.append(_BROKEN_WORD.sub(r"\1\2", _paragraphs(kept)).strip())
     return out
+
+
+def _paragraphs(lines: list[str]) -> str:
+    """Lines joined, with a blank line where a paragraph probably ends (a sentence ends on a
+    line clearly shorter than the page's typical line), so the chunker can cut there rather
+    than anywhere: a PDF's text layer has a line break at the end of every printed line."""
+    widths = sorted(len(ln.rstrip()) for ln in lines if ln.strip())
+    if len(widths) < 4:
+        return "\n".join(lines)
+    short = 0.8 * widths[len(widths) // 2]
+    parts = []
+    for i, line in enumerate(lines):
+        parts.append(line)
+        end = line.rstrip()
+        if i + 1 < len(lines) and end.endswith((".", "!", "?", ":")) and len(end) < short:
+            parts.append("")
+    return "\n".join(parts)
 
 
 def load_pdf(path: Path) -> Iterator[LoadedDocument]:

@@ -121,3 +121,19 @@ def test_pdf_cleaning_keeps_short_documents_and_bare_numbers_inside_the_text() -
         "Title page\nIntroduction\n42\nThe answer above is a number.\nEnd",
         "More text",
     ]
+
+
+def test_pdf_paragraph_ends_become_blank_lines_for_the_chunker() -> None:
+    from ingest.loaders import clean_pdf_pages
+
+    page = (
+        "The pump must be primed before its first start, or the seals run dry and\n"
+        "wear out within hours. Fill the housing through the priming port until\n"
+        "water flows from the vent.\n"
+        "Check the seals every month. Replace them when you see any drops below\n"
+        "the shaft, and always replace both seals of a pair at the same time:\n"
+        "mixing old and new seals shortens the life of both."
+    )
+    first, second = clean_pdf_pages([page])[0].split("\n\n")
+    assert first.endswith("water flows from the vent.")
+    assert second.startswith("Check the seals every month.")
