@@ -107,6 +107,29 @@ async def test_list_then_delete_a_document(client: httpx.AsyncClient) -> None:
     assert again.json()["error"]["code"] == "document_not_found"
 
 
+async def test_a_corpus_file_lands_one_document_per_line(client: httpx.AsyncClient) -> None:
+    corpus = (
+        '{"_id": "s1", "title": "Starter feeding", "text": "Feed the sourdough starter daily '
+        'with rye flour and water."}\n'
+        '{"_id": "s2", "title": "Oven spring", "text": "Bake the loaf in a preheated Dutch '
+        'oven at 250 degrees with the lid on."}\n'
+    )
+    r = await _upload(client, ("/tmp/x/bakery.jsonl", corpus), collection="bakery")
+    assert r.status_code == 201, r.text
+    assert r.json()["added"] == 2
+    assert r.json()["files"] == [{"source": "bakery.jsonl", "doc_id": None, "chunks": 2}]
+    hits = await _top(client, "what temperature for the dutch oven?", collection="bakery")
+    assert hits[0]["source"] == "bakery.jsonl"
+    assert hits[0]["title"] == "Oven spring"
+
+    again = await _upload(client, ("bakery.jsonl", corpus), collection="bakery")
+    assert again.status_code == 200, again.text
+    assert (again.json()["unchanged"], again.json()["chunks"]) == (2, 0)
+    listed = (await client.get("/v1/collections/bakery/documents?source=bakery.jsonl")).json()
+    keys = ("bakery.jsonl#s1", "bakery.jsonl#s2")
+    assert {d["doc_id"] for d in listed["documents"]} == {document_id("bakery", k) for k in keys}
+
+
 async def test_upload_creates_a_collection(client: httpx.AsyncClient) -> None:
     r = await _upload(client, ("notes.txt", GUIDE), collection="kitchen")
     assert r.status_code == 201, r.text
