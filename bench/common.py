@@ -21,6 +21,24 @@ def emit_report(report: dict[str, Any], out: Path | None) -> None:
         out.write_text(text + "\n")
 
 
+def cpu_info() -> dict[str, Any]:
+    """The CPU a figure was measured on: model name and the vector extensions that move our
+    numbers (the embedder and vLLM compute in bf16 only with AVX512-BF16 / AMX)."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return {"model": model, "extensions": [f for f in wanted if f in flags]}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

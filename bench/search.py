@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.common import emit_report, free_port, wait_http  # noqa: E402
+from bench.common import cpu_info, emit_report, free_port, wait_http  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 from pipelines.types import Chunk, EmbeddedChunk, SearchMode, SparseVector  # noqa: E402
 
@@ -364,6 +364,7 @@ def main() -> None:
             },
             "queries": len(queries),
             "cpus": os.cpu_count(),
+            "cpu": cpu_info(),
             "collections": {},
         }
         for name in targets:

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import emit_report  # noqa: E402
+from bench.common import cpu_info, emit_report  # noqa: E402
 from ingest.job import build_pipeline  # noqa: E402
 from pipelines.embedder import build_embedder  # noqa: E402
 from pipelines.identity import chunk_point_id, document_id  # noqa: E402
@@ -124,6 +124,7 @@ async def main() -> None:
             "chunks": (await store.stats(COLLECTION)).chunks,
             "documents": (await store.stats(COLLECTION)).documents,
             "cpus": os.cpu_count(),
+            "cpu": cpu_info(),
             "unchanged_file": {
                 "by_source": await timed(lambda: by_source.run([doc], COLLECTION), args.repeat),
                 "full_scan_baseline": await timed(

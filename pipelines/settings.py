@@ -84,6 +84,10 @@ class LLMSettings(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     retries: int = Field(default=2, ge=0)
     enforce_eager: bool = True
+    # In-process vLLM's compute dtype. "auto": on CPU, bfloat16 where the CPU computes it
+    # natively (AVX512-BF16/AMX, Arm), else float32 (bf16 on an AVX2-only CPU prefills ~4x
+    # slower); on GPU, vLLM's own choice.
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     cpu_kvcache_gib: int = Field(default=2, ge=1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import platform
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipelines.errors import GeneratorUnavailable, NotFound, UpstreamTimeout
 from pipelines.generators import build_generator
 from pipelines.generators.openai_server import OpenAIServerGenerator
-from pipelines.generators.vllm_engine import VllmEngineGenerator
+from pipelines.generators.vllm_engine import VllmEngineGenerator, cpu_dtype, cpu_has_native_bf16
 from pipelines.settings import LLMModel, LLMSettings, Settings
 from pipelines.types import ChatMessage, GenerationChunk, GenerationRequest
 
@@ -61,6 +62,16 @@ def final_of(chunks: list[GenerationChunk], max_tokens: int) -> GenerationChunk:
 @pytest.mark.slow
 @pytest.mark.vllm
 class TestVllmEngineGenerator:
+    def test_computes_in_the_cpu_dtype_this_machine_supports(
+        self, vllm_engine: VllmEngineGenerator
+    ) -> None:
+        # bf16 on a CPU without bf16 arithmetic prefills ~4x slower than float32.
+        from vllm.platforms import current_platform
+
+        if not current_platform.is_cpu():
+            pytest.skip("the CPU dtype rule applies to vLLM's CPU build")
+        assert vllm_engine.dtype == cpu_dtype(platform.machine(), cpu_has_native_bf16())
+
     async def test_short_prompt_streams_text_then_final_chunk_with_usage(
         self, vllm_engine: VllmEngineGenerator
     ) -> None:
