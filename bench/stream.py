@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import emit_report, free_port, wait_http  # noqa: E402
+from bench.common import cpu_info, emit_report, free_port, wait_http  # noqa: E402
 
 QUESTIONS = [
     "How hot is the surface of Venus?",
@@ -226,8 +226,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
+    import torch
+
+    from pipelines.generators.vllm_engine import cpu_dtype, cpu_has_native_bf16
     from pipelines.generators.weights import resolve_model
     from pipelines.settings import BUNDLED_MODEL, Settings
+
+    # The dtype the product's in-process engine would pick (float32 on CPUs without bf16).
+    dtype = (
+        "auto"
+        if torch.cuda.is_available()
+        else cpu_dtype(platform.machine(), cpu_has_native_bf16())
+    )
 
     model_path = args.model or resolve_model(BUNDLED_MODEL, Settings().model_dir)
     served = "bench-model"
@@ -245,6 +255,8 @@ def main() -> None:
                 "--served-model-name",
                 served,
                 "--enforce-eager",
+                "--dtype",
+                dtype,
                 # Both paths send the same prompts: a prefix cache would let the second
                 # path reuse the first one's prefill and flatter it.
                 "--no-enable-prefix-caching",
@@ -321,7 +333,9 @@ def main() -> None:
         "benchmark": "stream",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "cpu": cpu_info(),
         "model": model_path,
+        "dtype": dtype,
         "max_tokens": args.max_tokens,
         "rows": rows,
         "comparison": comparison,
