@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install run serve ingest-samples test test-fast lint format bench bench-search bench-search-1m eval clean
+.PHONY: help install run serve ingest-samples test test-fast lint format bench bench-search bench-search-1m bench-llm eval clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ bench-search: $(STAMP) ## /v1/search latency per mode + HNSW recall vs exact on 
 
 bench-search-1m: $(STAMP) ## The same plus 1M points near the real chunk embeddings (~15 min on 2 cores)
 	$(PY) bench/search.py --dataset $(SCIFACT) --synthetic 1000000 --out bench/results/search-1m.json
+
+bench-llm: $(STAMP) ## In-process vLLM time to first token and decode speed, bf16 vs float32 (~4 min)
+	$(PY) bench/llm_dtype.py --out bench/results/llm-dtype.json
 
 clean: ## Remove the venv and the data dir
 	rm -rf $(VENV) data
