@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.common import cpu_info, emit_report  # noqa: E402
 from pipelines.generators.vllm_engine import (  # noqa: E402
     VllmEngineGenerator,
-    cpu_dtype,
+    auto_cpu_dtype,
     cpu_has_native_bf16,
 )
 from pipelines.settings import LLMSettings, Settings  # noqa: E402
@@ -109,7 +109,7 @@ def main() -> None:
         "machine": platform.machine(),
         "cpu": cpu_info(),
         "native_bf16": cpu_has_native_bf16(),
-        "auto_picks": cpu_dtype(platform.machine(), cpu_has_native_bf16()),
+        "auto_picks": auto_cpu_dtype(),
         "reps": args.reps,
         "rows": rows,
     }

@@ -228,16 +228,12 @@ def main() -> None:
 
     import torch
 
-    from pipelines.generators.vllm_engine import cpu_dtype, cpu_has_native_bf16
+    from pipelines.generators.vllm_engine import auto_cpu_dtype
     from pipelines.generators.weights import resolve_model
     from pipelines.settings import BUNDLED_MODEL, Settings
 
     # The dtype the product's in-process engine would pick (float32 on CPUs without bf16).
-    dtype = (
-        "auto"
-        if torch.cuda.is_available()
-        else cpu_dtype(platform.machine(), cpu_has_native_bf16())
-    )
+    dtype = "auto" if torch.cuda.is_available() else auto_cpu_dtype()
 
     model_path = args.model or resolve_model(BUNDLED_MODEL, Settings().model_dir)
     served = "bench-model"

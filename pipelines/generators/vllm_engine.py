@@ -178,12 +178,17 @@ def cpu_dtype(machine: str, native_bf16: bool) -> str:
     """The CPU compute dtype: bfloat16 where the CPU has bf16 arithmetic, float32 elsewhere.
 
     On an AVX2-only x86 CPU oneDNN has no bf16 matmul and vLLM falls back to slow torch
-    kernels: SmolLM2-135M prefilled an 877-token prompt in 21 s in bf16, 5 s in float32, at the
-    same decode speed (~16 tokens/s). vLLM's CPU build treats Arm (aarch64) bf16 as native.
+    kernels: SmolLM2-135M prefilled a 917-token prompt in 22 s in bf16, 4.8 s in float32, and
+    decoded 17 vs 15 tokens/s (docs/benchmarks.md). vLLM's CPU build treats Arm bf16 as native.
     """
     if native_bf16 or machine.lower() in ("aarch64", "arm64"):
         return "bfloat16"
     return "float32"
+
+
+def auto_cpu_dtype() -> str:
+    """What `dtype="auto"` computes in on this machine's CPU."""
+    return cpu_dtype(platform.machine(), cpu_has_native_bf16())
 
 
 def cpu_has_native_bf16() -> bool:
@@ -215,7 +220,7 @@ def _build_engine(settings: LLMSettings, model_path: str) -> tuple[Any, Any]:
     if settings.dtype != "auto":
         args["dtype"] = settings.dtype
     elif on_cpu:
-        args["dtype"] = cpu_dtype(platform.machine(), cpu_has_native_bf16())
+        args["dtype"] = auto_cpu_dtype()
     if not on_cpu:
         args["gpu_memory_utilization"] = settings.gpu_memory_utilization
     try:

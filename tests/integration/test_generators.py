@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import platform
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -15,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipelines.errors import GeneratorUnavailable, NotFound, UpstreamTimeout
 from pipelines.generators import build_generator
 from pipelines.generators.openai_server import OpenAIServerGenerator
-from pipelines.generators.vllm_engine import VllmEngineGenerator, cpu_dtype, cpu_has_native_bf16
+from pipelines.generators.vllm_engine import VllmEngineGenerator, auto_cpu_dtype
 from pipelines.settings import LLMModel, LLMSettings, Settings
 from pipelines.types import ChatMessage, GenerationChunk, GenerationRequest
 
@@ -70,7 +69,7 @@ class TestVllmEngineGenerator:
 
         if not current_platform.is_cpu():
             pytest.skip("the CPU dtype rule applies to vLLM's CPU build")
-        assert vllm_engine.dtype == cpu_dtype(platform.machine(), cpu_has_native_bf16())
+        assert vllm_engine.dtype == auto_cpu_dtype()
 
     async def test_short_prompt_streams_text_then_final_chunk_with_usage(
         self, vllm_engine: VllmEngineGenerator
