@@ -1,0 +1,1 @@
+"""The query service: FastAPI app, routes, SSE, errors, auth, metrics, chat page, `rag` CLI."""

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.schemas import ErrorDetail, ErrorEnvelope
 from pipelines.errors import RagError
 
 log = logging.getLogger(__name__)
@@ -24,21 +25,32 @@ def request_id(request: Request) -> str:
     return str(rid)
 
 
-def envelope(
-    code: str, message: str, rid: str, retryable: bool = False, **extra: Any
-) -> dict[str, Any]:
-    # A superset of OpenAI's error object (message, type, param, code): SDKs read it as-is.
-    kind = "server_error" if retryable or code == "internal_error" else "invalid_request_error"
+def envelope(exc: RagError, rid: str) -> ErrorEnvelope:
+    return ErrorEnvelope.of(exc.code, exc.message, rid, exc.retryable)
+
+
+# What each error status means on our routes; OpenAPI documents the one envelope for each.
+_MEANING = {
+    400: "Bad request: the message says what was wrong",
+    401: "Missing or invalid API key",
+    404: "The collection, document or model does not exist",
+    413: "The upload is larger than RAG_SERVER__MAX_UPLOAD_MB",
+    415: "A file type is not supported (nothing was ingested)",
+    422: "Invalid request: the message names the field",
+    503: "A dependency (store or generator) is down or starting (retryable; see Retry-After)",
+    504: "The generator timed out",
+}
+
+
+def error_responses(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each the ErrorEnvelope; `meanings`
+    (`e404="..."`) says what a status means on this route when it differs from the usual."""
     return {
-        "error": {
-            "code": code,
-            "message": message,
-            "type": kind,
-            "param": None,
-            "request_id": rid,
-            "retryable": retryable,
-            **extra,
+        status: {
+            "model": ErrorEnvelope,
+            "description": meanings.get(f"e{status}", _MEANING.get(status, "Error")),
         }
+        for status in statuses
     }
 
 
@@ -57,27 +69,23 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status >= 500:
             log.warning("request %s failed: %s: %s", rid, exc.code, exc.message)
         headers = exc.headers or ({"Retry-After": "5"} if exc.status in (429, 503) else None)
-        return JSONResponse(
-            envelope(exc.code, exc.message, rid, exc.retryable),
-            status_code=exc.status,
-            headers=headers,
-        )
+        return JSONResponse(envelope(exc, rid).body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        details = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
-        message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
-        return JSONResponse(
-            envelope(
-                "invalid_request",
-                message,
-                request_id(request),
-                details=details,
-                param=details[0]["field"] if details else None,
-            ),
-            status_code=422,
+        details = [
+            ErrorDetail(field=_field(e.get("loc", ())), message=e.get("msg", ""))
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{d.field}: {d.message}" for d in details) or "invalid request"
+        body = ErrorEnvelope.of(
+            "invalid_request",
+            message,
+            request_id(request),
+            details=details,
+            param=details[0].field if details else None,
         )
+        return JSONResponse(body.body(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -88,7 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
             415: "unsupported_media_type",
         }.get(exc.status_code, "http_error")
         return JSONResponse(
-            envelope(code, str(exc.detail), request_id(request)),
+            ErrorEnvelope.of(code, str(exc.detail), request_id(request)).body(),
             status_code=exc.status_code,
             headers=exc.headers,
         )
@@ -97,9 +105,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         rid = request_id(request)
         log.exception("request %s: unexpected error", rid)
+        message = f"internal error; see the server log for request {rid}"
         return JSONResponse(
-            envelope(
-                "internal_error", f"internal error; see the server log for request {rid}", rid
-            ),
-            status_code=500,
+            ErrorEnvelope.of("internal_error", message, rid).body(), status_code=500
         )

@@ -6,13 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Receive, Scope, Send
 
 from app.asgi import HttpMiddleware
 from app.auth import require_api_key
-from app.errors import install_error_handlers, request_id
+from app.errors import error_responses, install_error_handlers, request_id
 from app.metrics import install_metrics
 from app.routes import ask, collections, documents, health, openai_compat, search, ui
 from app.services import Services, build_services
@@ -61,7 +61,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(ui.router)
     # With RAG_SERVER__API_KEY set, the API wants a bearer key; health, metrics, the chat
     # page and the docs stay open (the page asks for the key when the API answers 401).
-    protected = [Depends(require_api_key)]
+    v1 = APIRouter(
+        prefix="/v1", dependencies=[Depends(require_api_key)], responses=error_responses(401)
+    )
     for module in (search, ask, collections, documents, openai_compat):
-        app.include_router(module.router, dependencies=protected)
+        v1.include_router(module.router)
+    app.include_router(v1)
     return app

@@ -14,12 +14,11 @@ import anyio
 from ingest.job import build_pipeline
 from ingest.pipeline import IngestPipeline
 from pipelines.chain import RagChain
-from pipelines.embedder import build_embedder
+from pipelines.core import Core, build_core
 from pipelines.errors import GeneratorUnavailable
 from pipelines.ports import Embedder, Generator, VectorStore
-from pipelines.retrieval import RetrievalService, StoreRetriever, build_retrieval
+from pipelines.retrieval import RetrievalService, StoreRetriever
 from pipelines.settings import Settings
-from pipelines.stores import build_store
 
 log = logging.getLogger(__name__)
 GeneratorState = Literal["disabled", "starting", "ready", "failed"]
@@ -27,10 +26,10 @@ GeneratorState = Literal["disabled", "starting", "ready", "failed"]
 
 @dataclass(slots=True)
 class Services:
-    settings: Settings
-    embedder: Embedder
-    store: VectorStore
-    retrieval: RetrievalService
+    """The core (embedder, store, retrieval) plus what only the service has: the generator
+    as it starts, the chain over it, and the ingest job for uploads."""
+
+    core: Core
     generator: Generator | None = None
     generator_state: GeneratorState = "disabled"
     generator_error: str | None = None
@@ -38,13 +37,28 @@ class Services:
     # Uploads and deletes run one at a time: two uploads of one file name must not interleave.
     ingest_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _pipeline: IngestPipeline | None = None
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.core.embedder
+
+    @property
+    def store(self) -> VectorStore:
+        return self.core.store
+
+    @property
+    def retrieval(self) -> RetrievalService:
+        return self.core.retrieval
 
     @property
     def pipeline(self) -> IngestPipeline:
         """The ingest job for uploads, over the service's own store and embedder."""
         if self._pipeline is None:
-            self._pipeline = build_pipeline(self.settings, self.store, self.embedder, serving=True)
+            self._pipeline = build_pipeline(self.core, serving=True)
         return self._pipeline
 
     def set_generator(self, generator: Generator) -> None:
@@ -107,20 +121,17 @@ async def _warm_up(retrieval: RetrievalService, collection: str) -> None:
 async def build_services(
     settings: Settings, stack: AsyncExitStack, *, start_generator: bool = True
 ) -> Services:
-    embedder = build_embedder(settings)
-    store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
-    stack.push_async_callback(store.close)
+    core = build_core(settings)
+    stack.push_async_callback(core.close)
     # Refuse to start on a collection built with another embedder (checked now, not later).
-    for name in await store.list_collections():
-        await store.ensure_collection(name, create=False)
-    retrieval = build_retrieval(settings, store, embedder)
-    await _warm_up(retrieval, settings.default_collection)
-    services = Services(settings=settings, embedder=embedder, store=store, retrieval=retrieval)
+    for name in await core.store.list_collections():
+        await core.store.ensure_collection(name, create=False)
+    await _warm_up(core.retrieval, settings.default_collection)
+    services = Services(core=core)
     if start_generator:
         # Search serves at once; answers follow when the (possibly slow) generator is up.
         services.generator_state = "starting"
         task = asyncio.create_task(_start_generator(services, stack), name="generator-start")
-        services._tasks.append(task)
 
         async def stop_task() -> None:
             task.cancel()

@@ -190,6 +190,7 @@ def v_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from pipelines.retrieval import RetrievalService
     from pipelines.settings import Settings
     from pipelines.sparse import QdrantBm25Encoder
+    from pipelines.stores.config import StoreConfig
     from pipelines.stores.edge import EdgeStore
 
     settings = Settings(_env_file=None, data_dir=work / "pipeline")  # type: ignore[call-arg]
@@ -198,7 +199,10 @@ def v_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     load_s = time.perf_counter() - started
 
     async def run() -> dict[str, Any]:
-        store = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
+        config = StoreConfig.from_settings(
+            settings.qdrant, settings.retrieval, dim=embedder.dim, embedding_model=embedder.name
+        )
+        store = EdgeStore(settings.qdrant_dir, config)
         try:
             pipeline = build_pipeline(settings, store, embedder)
             t0, cpu = time.perf_counter(), time.process_time()
@@ -266,6 +270,7 @@ def v_ndcg(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import numpy as np
 
     from pipelines.evaluation import evaluate_beir
+    from pipelines.stores.config import StoreConfig
     from pipelines.stores.edge import EdgeStore
     from pipelines.types import Chunk, EmbeddedChunk
 
@@ -277,7 +282,8 @@ def v_ndcg(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         docs = np.load(work / f"docs-{tag}.npy")
         qvecs = np.load(work / f"queries-{tag}.npy")
         by_text = {text: vec.tolist() for text, vec in zip(queries.values(), qvecs, strict=True)}
-        store = EdgeStore(work / f"ndcg-{tag}", dim=int(docs.shape[1]), embedding_model=tag)
+        config = StoreConfig.from_settings(dim=int(docs.shape[1]), embedding_model=tag)
+        store = EdgeStore(work / f"ndcg-{tag}", config)
         try:
             await store.ensure_collection(COLLECTION, create=True)
             points = [

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -71,18 +71,22 @@ async def _build_synthetic(settings: Settings, source: str, target: str, n: int,
     import qdrant_edge as qe
 
     from pipelines.embedder import build_embedder
-    from pipelines.stores.common import DENSE, SPARSE
+    from pipelines.stores.config import StoreConfig
     from pipelines.stores.edge import EdgeStore
+    from pipelines.stores.schema import DENSE, SPARSE
 
     embedder = build_embedder(settings)
     dim = embedder.dim
-    store = EdgeStore(settings.qdrant_dir, dim=dim, embedding_model=embedder.name)
+    config = StoreConfig.from_settings(
+        settings.qdrant, settings.retrieval, dim=dim, embedding_model=embedder.name
+    )
+    store = EdgeStore(settings.qdrant_dir, config)
     try:
         if target in await store.list_collections() and (await store.stats(target)).chunks >= n:
             return
         await store.drop_collection(target)
         await store.ensure_collection(source, create=False)
-        shard = store._shards[source]
+        shard = store.shards.shard(source)
         ids, vecs, sparse, payloads = [], [], [], []
         offset: Any = None
         while True:
@@ -223,27 +227,27 @@ def _latency(
 
 
 def _edge_store(
-    settings: Settings, embedder: Any, *, ef: int, exact: bool, quantization: str | None = None
+    settings: Settings,
+    embedder: Any,
+    *,
+    ef: int,
+    exact: bool,
+    quantization: Literal["int8", "none"] | None = None,
 ) -> Any:
     """The embedded store as the product opens it, with this search-time ef / exact search
     (and quantization: "none" searches the original vectors of an int8 collection)."""
-    from pipelines.stores.common import HybridParams
+    from dataclasses import replace
+
+    from pipelines.stores.config import StoreConfig
     from pipelines.stores.edge import EdgeStore
 
-    q = settings.qdrant
-    return EdgeStore(
-        settings.qdrant_dir,
-        dim=embedder.dim,
-        embedding_model=embedder.name,
-        hnsw_m=q.hnsw_m,
-        hnsw_ef_construct=q.hnsw_ef_construct,
-        hnsw_ef=ef,
-        quantization=quantization or q.quantization,
-        oversampling=q.oversampling,
-        rescore_candidates=q.rescore_candidates,
-        hybrid=HybridParams.from_settings(settings.retrieval),
-        exact=exact,
+    config = StoreConfig.from_settings(
+        settings.qdrant, settings.retrieval, dim=embedder.dim, embedding_model=embedder.name
     )
+    config = replace(
+        config, hnsw_ef=ef, exact=exact, quantization=quantization or config.quantization
+    )
+    return EdgeStore(settings.qdrant_dir, config)
 
 
 async def _recall(settings: Settings, collection: str, queries: list[str]) -> dict[str, Any]:
@@ -293,9 +297,8 @@ async def _ef_sweep(
     vectors = embedder.embed_queries(queries)
     runs: dict[str, list[list[str]]] = {}
     out: dict[str, Any] = {}
-    variants = [("exact", 1, "none")] + [
-        (f"ef={ef}/{q}", ef, q) for ef in efs for q in ("int8", "none")
-    ]
+    storage: tuple[Literal["int8", "none"], ...] = ("int8", "none")
+    variants = [("exact", 1, storage[1])] + [(f"ef={ef}/{q}", ef, q) for ef in efs for q in storage]
     for name, ef, quantization in variants:
         store = _edge_store(
             settings, embedder, ef=ef, exact=name == "exact", quantization=quantization

@@ -115,28 +115,25 @@ async def prompts_for(
     """The exact messages the service sends upstream, built by the same chain code."""
     os.environ["RAG_DATA_DIR"] = str(data_dir)
     from pipelines.chain import AskInput, RagChain
-    from pipelines.embedder import build_embedder
+    from pipelines.core import open_core
     from pipelines.generators.openai_server import OpenAIServerGenerator
-    from pipelines.retrieval import build_retrieval
     from pipelines.settings import Settings
-    from pipelines.stores import build_store
     from pipelines.types import ChatMessage
 
     settings = Settings(llm={"base_url": base_url, "model": model})  # type: ignore[arg-type]
-    embedder = build_embedder(settings)
-    store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
-    generator = OpenAIServerGenerator(settings.llm)
-    chain = RagChain(build_retrieval(settings, store, embedder), generator)
     out = []
-    try:
-        for q in questions:
-            prepared = await chain.prepare(
-                AskInput(messages=[ChatMessage("user", q)], collection="default", max_tokens=64)
-            )
-            out.append([{"role": m.role, "content": m.content} for m in prepared.prompt])
-    finally:
-        await store.close()  # the service process opens the shard after this
-        await generator.close()
+    # The store is closed on the way out: the service process opens the shard after this.
+    async with open_core(settings) as core:
+        generator = OpenAIServerGenerator(settings.llm)
+        chain = RagChain(core.retrieval, generator)
+        try:
+            for q in questions:
+                prompt = await chain.prompt(
+                    AskInput(messages=[ChatMessage("user", q)], collection="default", max_tokens=64)
+                )
+                out.append([{"role": m.role, "content": m.content} for m in prompt.messages])
+        finally:
+            await generator.close()
     return out
 
 

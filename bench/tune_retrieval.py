@@ -3,7 +3,7 @@
 Reproduces the product's path in numpy: the product chunker and embedder (vectors cached
 once under --cache), Qdrant's BM25 analyzer (term counts read back from `Bm25`) with the
 store's IDF (ln(1 + (N - n + 0.5) / (n + 0.5)) over chunks), each side's top `prefetch`
-chunks, normalized fusion as pipelines.stores.common.fuse does it, documents scored by their
+chunks, normalized fusion as pipelines.ranking.fuse does it, documents scored by their
 best chunk. Every grid point is scored on the train split only; the best one is then
 evaluated on test. Prints JSON.
 """

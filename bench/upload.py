@@ -36,6 +36,7 @@ from ingest.job import build_pipeline  # noqa: E402
 from pipelines.embedder import build_embedder  # noqa: E402
 from pipelines.identity import chunk_point_id, document_id  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
+from pipelines.stores.config import StoreConfig  # noqa: E402
 from pipelines.stores.edge import EdgeStore  # noqa: E402
 from pipelines.types import Chunk, EmbeddedChunk  # noqa: E402
 
@@ -101,7 +102,10 @@ async def main() -> None:
 
     settings = Settings(_env_file=None, data_dir=args.data_dir)  # type: ignore[call-arg]
     embedder = build_embedder(settings)
-    store = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
+    config = StoreConfig.from_settings(
+        settings.qdrant, settings.retrieval, dim=embedder.dim, embedding_model=embedder.name
+    )
+    store = EdgeStore(settings.qdrant_dir, config)
     try:
         await build_collection(store, args.dataset, args.chunks, embedder.dim)
         doc = args.data_dir / "upload" / "notes.md"

@@ -1,0 +1,1 @@
+"""The ingestion job: loaders per format, chunking, the incremental embed-then-upsert pipeline."""

@@ -1,4 +1,4 @@
-"""Wiring for one ingest run: build the embedder, store and pipeline from the settings."""
+"""Wiring for one ingest run: the chunker and the ingest pipeline over a core's parts."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from contextlib import asynccontextmanager
 
 from ingest.chunking import Chunker
 from ingest.pipeline import IngestPipeline
-from pipelines.embedder import build_embedder
-from pipelines.ports import Embedder, VectorStore
+from pipelines.core import Core, open_core
+from pipelines.ports import Embedder
 from pipelines.settings import Settings
-from pipelines.sparse import QdrantBm25Encoder
-from pipelines.stores import build_store
 
 
 def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
@@ -21,25 +19,24 @@ def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
 
 
 def build_pipeline(
-    settings: Settings, store: VectorStore, embedder: Embedder, *, serving: bool = False
+    core: Core, *, serving: bool = False, chunker: Chunker | None = None
 ) -> IngestPipeline:
-    """The ingest job over these parts. `serving`: inside the query service (uploads), where
-    each embedding batch holds the embedder that queries also wait for: batches stay small."""
-    batch = settings.embedding.batch_size
+    """The ingest job over the core's store, embedder and sparse encoder. `serving`: inside
+    the query service (uploads), where each embedding batch holds the embedder that queries
+    also wait for: batches stay small. `chunker`: another chunking (the evaluation harness's
+    one point per document)."""
+    batch = core.settings.embedding.batch_size
     return IngestPipeline(
-        store,
-        embedder,
-        QdrantBm25Encoder.from_settings(settings.retrieval),
-        build_chunker(settings, embedder),
+        core.store,
+        core.embedder,
+        core.sparse,
+        chunker or build_chunker(core.settings, core.embedder),
         batch_size=batch if serving else max(batch * 4, 64),
     )
 
 
 @asynccontextmanager
 async def open_pipeline(settings: Settings) -> AsyncIterator[IngestPipeline]:
-    embedder = build_embedder(settings)
-    store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
-    try:
-        yield build_pipeline(settings, store, embedder)
-    finally:
-        await store.close()
+    """The ingest job of a `rag ingest` run; its store is closed on the way out."""
+    async with open_core(settings) as core:
+        yield build_pipeline(core)

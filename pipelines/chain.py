@@ -1,36 +1,45 @@
-"""The RAG chain: rewrite follow-ups → LangChain retriever → numbered sources → prompt → stream.
+"""The RAG chain: one answer from question to usage (rewrite, retrieve, pack, prompt, stream).
 
 Retrieval and prompting are LangChain runnables (the retriever over our store port and a
 ChatPromptTemplate); generation streams straight from the Generator port so that no framework
-layer sits between vLLM's tokens and the client.
+layer sits between vLLM's tokens and the client. `RagChain.answer` returns once the first
+token is there: every error up to that point is a plain request error, after it the caller
+reports failures in-band.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.documents import Document
+from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from pipelines import prompts
 from pipelines.errors import InvalidInput
 from pipelines.ports import Generator
-from pipelines.retrieval import RetrievalService, StoreRetriever, document_to_hit
+from pipelines.retrieval import RetrievalService, StoreRetriever
 from pipelines.types import (
     ChatMessage,
     Filters,
     GenerationChunk,
     GenerationRequest,
-    Hit,
     SearchMode,
-    Source,
 )
 
 # Tokens kept free for the chat template's special tokens and rounding.
 _TEMPLATE_MARGIN = 32
 _MAX_HISTORY_MESSAGES = 6
+# LangChain's message types as our roles (the rendered prompt is handed to the Generator port).
+_ROLES: dict[str, Literal["system", "user", "assistant"]] = {
+    "ai": "assistant",
+    "system": "system",
+    "human": "user",
+}
 
 
 @dataclass(slots=True)
@@ -54,63 +63,177 @@ class AskInput:
         return self.messages[:-1]
 
 
-@dataclass(slots=True)
-class PreparedAnswer:
-    """Everything decided before generation starts: sources and the prompt."""
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A retrieved chunk as cited in an answer: `[n]` in the text refers to `n`. It reads the
+    retriever's Document as it came (page_content is the chunk text; metadata its payload,
+    score and chunk id)."""
 
-    query: str
-    sources: list[Source]
-    prompt: list[ChatMessage]
-    retrieval_ms: float
-    timings: dict[str, float] = field(default_factory=dict)
+    n: int
+    document: Document
+    # The source as the prompt shows it (formatted once, when its tokens were counted).
+    prompt_text: str
+
+    def _meta(self, key: str, default: Any = "") -> Any:
+        return self.document.metadata.get(key, default)
+
+    @property
+    def text(self) -> str:
+        return self.document.page_content
+
+    @property
+    def doc_id(self) -> str:
+        return str(self._meta("doc_id"))
+
+    @property
+    def chunk_id(self) -> str:
+        return str(self._meta("chunk_id", self.document.id or ""))
+
+    @property
+    def title(self) -> str:
+        return str(self._meta("title"))
+
+    @property
+    def source(self) -> str:
+        return str(self._meta("source"))
+
+    @property
+    def page(self) -> int | None:
+        page = self._meta("page", None)
+        return None if page is None else int(page)
+
+    @property
+    def score(self) -> float:
+        return float(self._meta("score", 0.0))
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return int(self._meta("char_start", 0)), int(self._meta("char_end", 0))
 
 
-def _overlaps(a: Hit, b: Hit) -> bool:
-    if a.doc_id != b.doc_id:
+def _overlaps(a: Source, doc_id: str, span: tuple[int, int]) -> bool:
+    if a.doc_id != doc_id:
         return False
-    a0, a1 = int(a.payload.get("char_start", 0)), int(a.payload.get("char_end", 0))
-    b0, b1 = int(b.payload.get("char_start", 0)), int(b.payload.get("char_end", 0))
+    (a0, a1), (b0, b1) = a.span, span
     shared = min(a1, b1) - max(a0, b0)
     return shared > 0 and shared >= 0.5 * min(a1 - a0, b1 - b0)
 
 
 def pack_sources(
-    hits: Sequence[Hit], budget: int, count_tokens: Callable[[str], int]
+    docs: Sequence[Document], budget: int, count_tokens: Callable[[str], int]
 ) -> list[Source]:
     """Best-first, drop duplicates and chunks overlapping a kept one, stop at the token budget."""
-    kept: list[Hit] = []
+    kept: list[Source] = []
     texts: set[str] = set()
     used = 0
-    for hit in sorted(hits, key=lambda h: h.score, reverse=True):
-        norm = " ".join(hit.text.split())
-        if not norm or norm in texts or any(_overlaps(hit, k) for k in kept):
+    for doc in sorted(docs, key=lambda d: float(d.metadata.get("score", 0.0)), reverse=True):
+        norm = " ".join(doc.page_content.split())
+        meta = doc.metadata
+        span = int(meta.get("char_start", 0)), int(meta.get("char_end", 0))
+        if (
+            not norm
+            or norm in texts
+            or any(_overlaps(k, str(meta.get("doc_id", "")), span) for k in kept)
+        ):
             continue
+        n = len(kept) + 1
         formatted = prompts.format_source(
-            len(kept) + 1,
-            str(hit.payload.get("title", "")),
-            str(hit.payload.get("source", "")),
-            hit.text,
+            n, str(meta.get("title", "")), str(meta.get("source", "")), doc.page_content
         )
         cost = count_tokens(formatted) + 2
         if used + cost > budget:
             continue  # a shorter chunk further down may still fit
-        kept.append(hit)
+        kept.append(Source(n=n, document=doc, prompt_text=formatted))
         texts.add(norm)
         used += cost
-    return [Source(n=i + 1, hit=h) for i, h in enumerate(kept)]
+    return kept
 
 
-def _lc_message(m: ChatMessage) -> BaseMessage:
-    if m.role == "assistant":
-        return AIMessage(m.content)
-    if m.role == "system":
-        return SystemMessage(m.content)
-    return HumanMessage(m.content)
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
-def _from_lc(m: BaseMessage) -> ChatMessage:
-    role = {"ai": "assistant", "system": "system"}.get(m.type, "user")
-    return ChatMessage(role=role, content=str(m.content))  # type: ignore[arg-type]
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What is decided before generation: the query, the sources and the rendered messages."""
+
+    query: str
+    sources: list[Source]
+    messages: list[ChatMessage]
+    started_at: float
+    rewrite_ms: float
+    retrieval_ms: float
+
+
+@dataclass(slots=True)
+class Answer:
+    """An answer whose first chunk has arrived: its sources, then its chunks once each, with
+    usage and finish_reason tallied on the way. `aclose()` stops generation upstream."""
+
+    prompt: Prompt
+    ttft_ms: float
+    _first: GenerationChunk | None
+    _rest: AsyncIterator[GenerationChunk]
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+    text: list[str] = field(default_factory=list)
+
+    @property
+    def query(self) -> str:
+        return self.prompt.query
+
+    @property
+    def sources(self) -> list[Source]:
+        return self.prompt.sources
+
+    async def chunks(self) -> AsyncIterator[GenerationChunk]:
+        pending = [self._first] if self._first is not None else []
+        self._first = None
+        for chunk in pending:
+            self._account(chunk)
+            yield chunk
+        async for chunk in self._rest:
+            self._account(chunk)
+            yield chunk
+
+    async def collect(self) -> str:
+        """The whole answer text (for non-streaming callers); generation is closed after."""
+        try:
+            async for _ in self.chunks():
+                pass
+        finally:
+            await self.aclose()
+        return "".join(self.text)
+
+    def _account(self, chunk: GenerationChunk) -> None:
+        if chunk.text:
+            self.text.append(chunk.text)
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+        if chunk.prompt_tokens is not None:
+            self.usage.prompt_tokens = chunk.prompt_tokens
+        if chunk.completion_tokens is not None:
+            self.usage.completion_tokens = chunk.completion_tokens
+
+    async def aclose(self) -> None:
+        """Stop generation upstream (the vLLM request is aborted)."""
+        closer = getattr(self._rest, "aclose", None)
+        if closer is not None:
+            await closer()
+
+    def latency_ms(self) -> dict[str, float]:
+        return {
+            "retrieval": self.prompt.retrieval_ms,
+            "ttft": round(self.ttft_ms, 2),
+            "total": round((time.perf_counter() - self.prompt.started_at) * 1000, 2),
+            "rewrite_ms": self.prompt.rewrite_ms,
+        }
 
 
 class RagChain:
@@ -127,10 +250,6 @@ class RagChain:
                 ("human", prompts.QUESTION),
             ]
         )
-
-    @property
-    def generator(self) -> Generator:
-        return self._generator
 
     async def standalone_query(self, ask: AskInput) -> str:
         """A follow-up ("and the second one?") is rewritten into a self-contained query."""
@@ -150,22 +269,13 @@ class RagChain:
         rewritten = " ".join("".join(parts).split()).strip().strip('"')
         return rewritten or ask.question
 
-    async def prepare(self, ask: AskInput) -> PreparedAnswer:
-        if not ask.messages or ask.messages[-1].role != "user":
-            raise InvalidInput("the last message must be the user's question")
-        started = time.perf_counter()
-        query = await self.standalone_query(ask)
-        rewritten = time.perf_counter()
-        retriever = StoreRetriever(service=self._retrieval, collection=ask.collection)
-        docs = await retriever.ainvoke(query, k=ask.k, mode=ask.mode, filters=ask.filters)
-        retrieval_ms = (time.perf_counter() - rewritten) * 1000
-
-        history = [_lc_message(m) for m in ask.history[-_MAX_HISTORY_MESSAGES:]]
+    def _budget(self, ask: AskInput, history: Sequence[ChatMessage]) -> int:
+        """Prompt tokens left for the sources once the rest of the prompt and the answer fit."""
         count = self._generator.count_tokens
         fixed = (
             count(prompts.SYSTEM)
             + count(ask.question)
-            + sum(count(str(m.content)) + 4 for m in history)
+            + sum(count(m.content) + 4 for m in history)
             + _TEMPLATE_MARGIN
         )
         budget = self._generator.max_model_len - ask.max_tokens - fixed
@@ -174,39 +284,69 @@ class RagChain:
                 f"the question and history take {fixed} tokens and max_tokens={ask.max_tokens}: "
                 f"together more than the model's context of {self._generator.max_model_len}"
             )
-        sources = pack_sources([document_to_hit(d) for d in docs], budget, count)
-        block = "\n\n".join(
-            prompts.format_source(
-                s.n,
-                str(s.hit.payload.get("title", "")),
-                str(s.hit.payload.get("source", "")),
-                s.hit.text,
-            )
-            for s in sources
+        return budget
+
+    def _render(
+        self, sources: Sequence[Source], history: Sequence[ChatMessage], question: str
+    ) -> list[ChatMessage]:
+        """The prompt, rendered once, as the Generator port's messages."""
+        messages: list[BaseMessage] = self._prompt.format_messages(
+            sources="\n\n".join(s.prompt_text for s in sources),
+            history=[(m.role, m.content) for m in history],
+            question=question,
         )
-        value = await self._prompt.ainvoke(
-            {"sources": block, "history": history, "question": ask.question}
-        )
-        prompt = [_from_lc(m) for m in value.to_messages()]
-        return PreparedAnswer(
+        return [ChatMessage(_ROLES.get(m.type, "user"), str(m.content)) for m in messages]
+
+    async def prompt(self, ask: AskInput) -> Prompt:
+        """Rewrite a follow-up, retrieve, pack the sources and render the prompt."""
+        if not ask.messages or ask.messages[-1].role != "user":
+            raise InvalidInput("the last message must be the user's question")
+        started = time.perf_counter()
+        query = await self.standalone_query(ask)
+        rewritten = time.perf_counter()
+        retriever = StoreRetriever(service=self._retrieval, collection=ask.collection)
+        docs = await retriever.ainvoke(query, k=ask.k, mode=ask.mode, filters=ask.filters)
+        retrieved = time.perf_counter()
+        history = ask.history[-_MAX_HISTORY_MESSAGES:]
+        sources = pack_sources(docs, self._budget(ask, history), self._generator.count_tokens)
+        return Prompt(
             query=query,
             sources=sources,
-            prompt=prompt,
-            retrieval_ms=round(retrieval_ms, 2),
-            timings={"rewrite_ms": round((rewritten - started) * 1000, 2)},
+            messages=self._render(sources, history, ask.question) if sources else [],
+            started_at=started,
+            rewrite_ms=round((rewritten - started) * 1000, 2),
+            retrieval_ms=round((retrieved - rewritten) * 1000, 2),
         )
 
-    def generate(self, ask: AskInput, prepared: PreparedAnswer) -> AsyncIterator[GenerationChunk]:
-        if not prepared.sources:
-            return _no_context()
-        return self._generator.stream(
-            GenerationRequest(
-                messages=prepared.prompt,
-                max_tokens=ask.max_tokens,
-                temperature=ask.temperature,
-                model=ask.model,
-                request_id=ask.request_id,
+    async def answer(self, ask: AskInput) -> Answer:
+        """The prompt, then generation up to its first token (nothing retrieved: the
+        knowledge base's "no information" answer, without calling the model)."""
+        prompt = await self.prompt(ask)
+        if prompt.sources:
+            stream = self._generator.stream(
+                GenerationRequest(
+                    messages=prompt.messages,
+                    max_tokens=ask.max_tokens,
+                    temperature=ask.temperature,
+                    model=ask.model,
+                    request_id=ask.request_id,
+                )
             )
+        else:
+            stream = _no_context()
+        try:
+            first: GenerationChunk | None = await anext(stream)
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+            raise
+        return Answer(
+            prompt=prompt,
+            ttft_ms=(time.perf_counter() - prompt.started_at) * 1000,
+            _first=first,
+            _rest=stream,
         )
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import anyio
-import numpy as np
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
     CallbackManagerForRetrieverRun,
@@ -18,66 +16,11 @@ from pydantic import ConfigDict
 
 from pipelines.errors import InvalidInput
 from pipelines.ports import Embedder, Reranker, SparseEncoder, VectorStore
-from pipelines.settings import RetrievalSettings, Settings
+from pipelines.ranking import dedupe_hits
+from pipelines.settings import RetrievalSettings
 from pipelines.types import Filters, Hit, SearchMode
 
 _DEFAULTS = RetrievalSettings()
-Shingles = set[int]
-
-
-def _shingles(text: str) -> Shingles:
-    """Hashes of the word 3-grams (ints: no tuples left for the garbage collector to track)."""
-    words = text.lower().split()
-    if len(words) < 3:
-        words += [""] * (3 - len(words))
-    return set(map(hash, zip(words, words[1:], words[2:], strict=False)))
-
-
-_SKETCH = 16  # bottom-k hashes per text: near-identical texts share most of them
-
-
-def _bottom(hashes: Shingles) -> list[int]:
-    """The _SKETCH smallest hashes (numpy's partition: half the time of heapq.nsmallest)."""
-    if len(hashes) <= _SKETCH:
-        return list(hashes)
-    values = np.fromiter(hashes, dtype=np.int64, count=len(hashes))
-    smallest: list[int] = np.partition(values, _SKETCH - 1)[:_SKETCH].tolist()
-    return smallest
-
-
-def dedupe_hits(hits: Sequence[Hit], similarity: float, limit: int | None = None) -> list[Hit]:
-    """Keep the first (best) of near-identical chunks: word 3-shingle Jaccard >= similarity.
-
-    Only hits sharing a quarter of their bottom-k shingle hashes with a kept one are compared
-    exactly, so the cost grows linearly with the hits. Stops once `limit` hits are kept.
-    """
-    kept: list[Hit] = []
-    seen: list[Shingles] = []
-    by_hash: dict[int, list[int]] = {}
-    for hit in hits:
-        if limit is not None and len(kept) >= limit:
-            break
-        sh = _shingles(hit.text)
-        sketch = _bottom(sh)
-        shared_hashes: dict[int, int] = {}
-        for h in sketch:
-            for i in by_hash.get(h, ()):
-                shared_hashes[i] = shared_hashes.get(i, 0) + 1
-        duplicate = False
-        for i, count in shared_hashes.items():
-            if count * 4 < len(sketch):
-                continue
-            other = seen[i]
-            shared = len(sh & other)
-            if shared >= similarity * (len(sh) + len(other) - shared):
-                duplicate = True
-                break
-        if not duplicate:
-            for h in sketch:
-                by_hash.setdefault(h, []).append(len(seen))
-            kept.append(hit)
-            seen.append(sh)
-    return kept
 
 
 class RetrievalService:
@@ -151,9 +94,8 @@ class RetrievalService:
         if k > self.max_k:
             raise InvalidInput(f"k={k} is above the limit of {self.max_k}")
         mode = mode or self.default_mode
-        await self.store.ensure_collection(collection, create=False)
-        # The store awaits the embedding when it needs it (hybrid: after starting the sparse
-        # side).
+        # The store checks the collection, and awaits the embedding when it needs it (hybrid:
+        # after starting the sparse side).
         dense = partial(self._embed_query, query) if mode in ("dense", "hybrid") else None
         sparse = self.sparse.encode_query(query) if mode in ("sparse", "hybrid") else None
         fetch = max(k, self.rerank_candidates) if self.reranker is not None else k
@@ -188,20 +130,12 @@ class RetrievalService:
 
 
 def hit_to_document(hit: Hit) -> Document:
+    """The one conversion between the store port and LangChain: the chunk text becomes the
+    page content; its payload, score and chunk id the metadata."""
     metadata = {k: v for k, v in hit.payload.items() if k != "text"}
     metadata["score"] = hit.score
     metadata["chunk_id"] = hit.chunk_id
     return Document(page_content=hit.text, metadata=metadata, id=hit.chunk_id)
-
-
-def document_to_hit(doc: Document) -> Hit:
-    payload = {k: v for k, v in doc.metadata.items() if k not in ("score", "chunk_id")}
-    payload["text"] = doc.page_content
-    return Hit(
-        score=float(doc.metadata.get("score", 0.0)),
-        chunk_id=str(doc.metadata.get("chunk_id", doc.id)),
-        payload=payload,
-    )
 
 
 class StoreRetriever(BaseRetriever):
@@ -231,22 +165,3 @@ class StoreRetriever(BaseRetriever):
             filters=kwargs.get("filters", self.filters),
         )
         return [hit_to_document(h) for h in hits]
-
-
-def build_retrieval(
-    settings: Settings,
-    store: VectorStore,
-    embedder: Embedder,
-    sparse: SparseEncoder | None = None,
-) -> RetrievalService:
-    """The retrieval service the settings describe (BM25 parameters, reranker, dedupe, k)."""
-    from pipelines.rerank import build_reranker
-    from pipelines.sparse import QdrantBm25Encoder
-
-    return RetrievalService.from_settings(
-        settings.retrieval,
-        store,
-        embedder,
-        sparse or QdrantBm25Encoder.from_settings(settings.retrieval),
-        reranker=build_reranker(settings.retrieval, device=settings.embedding.device),
-    )

@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipelines.types import SearchMode
+
+# How the embedding model runs (EmbeddingSettings.backend; pipelines/embedder/).
+EmbeddingBackend = Literal["auto", "torch", "onnx", "onnx-int8", "openvino"]
 BUNDLED_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"
 BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx"}
@@ -23,23 +27,23 @@ class QdrantSettings(BaseModel):
     timeout_s: float = Field(default=30.0, gt=0)
     hnsw_m: int = Field(default=16, ge=4)
     hnsw_ef_construct: int = Field(default=128, ge=8)
-    # Search-time ef. bench/search.py --ef-sweep at 1M points near real embeddings, int8 with
-    # rescoring: recall@10 vs exact 0.957 at 256, 0.982 at 384 (store p50 0.6 → 0.9 ms).
+    # Search-time ef: where recall@10 against exact search at 1M points (int8, rescored)
+    # levels off for a fraction of a millisecond (bench/search.py --ef-sweep; docs/benchmarks.md).
     hnsw_ef: int = Field(default=384, ge=8)
     # Dense vectors also kept as int8 in RAM (scalar quantization): the HNSW walk compares
-    # those, then the best `oversampling`·k are rescored with the original vectors. At 1M
-    # points: store search 1.6x faster and index build 2x faster than fp32 at equal recall.
+    # those, then the best `oversampling`·k are rescored with the original vectors: faster
+    # search and index build than fp32 at equal recall (docs/benchmarks.md).
     # Fixed when a collection is created; "none" on an int8 collection searches the originals.
     quantization: Literal["int8", "none"] = "int8"
     oversampling: float = Field(default=2.0, ge=1.0)
     # Hybrid (and MMR) candidate lists rescored with the original vectors too (~200 per side).
-    # Off, fusion orders them by their int8 scores: SciFact hybrid nDCG@10 unchanged (train
-    # 0.7405 vs 0.7403 on), the dense side at 1M 0.6 ms (p50) to 2.3 ms (p90) faster, but the
-    # fused top 10 agrees less with exact search at 1M (recall@10 0.935 vs 0.973).
+    # Off, fusion orders them by their int8 scores: SciFact hybrid nDCG@10 unchanged and the
+    # dense side faster, but the fused top 10 agrees less with exact search at 1M
+    # (docs/benchmarks.md).
     rescore_candidates: bool = True
     # Embedded store: "cached" reads a collection's payloads (chunk texts) into the OS page
-    # cache when it opens (evictable, ~1 GB per 1M chunks); "cold" reads them from disk on
-    # first use. At 1M points a fresh query's 20 payloads cost 20 disk reads when cold.
+    # cache when it opens (evictable); "cold" reads them from disk on first use, one read per
+    # payload of a fresh query (docs/benchmarks.md).
     payload_memory: Literal["cached", "cold"] = "cached"
 
 
@@ -47,10 +51,10 @@ class EmbeddingSettings(BaseModel):
     model: str = BUNDLED_EMBEDDING_MODEL
     device: str | None = None  # None: CUDA when available, else CPU
     batch_size: int = Field(default=64, ge=1)
-    # "auto": torch on a GPU; on CPUs OpenVINO when installed, else "onnx" (pipelines/embedder.py).
+    # "auto": torch on a GPU; on CPUs OpenVINO when installed, else "onnx" (pipelines/embedder/).
     # "onnx" / "onnx-int8" run an ONNX export of the model made once under the data dir with
     # ONNX Runtime; "openvino" runs the same export with OpenVINO (bf16 on AMX CPUs).
-    backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino"] = "auto"
+    backend: EmbeddingBackend = "auto"
     threads: int | None = Field(default=None, ge=1)  # None: every core this process may use
     cache_dir: Path | None = None  # where ONNX exports live; None: <data_dir>/models/embeddings
 
@@ -85,8 +89,8 @@ class LLMSettings(BaseModel):
     retries: int = Field(default=2, ge=0)
     enforce_eager: bool = True
     # In-process vLLM's compute dtype. "auto": on CPU, bfloat16 where the CPU computes it
-    # natively (AVX512-BF16/AMX, Arm), else float32 (bf16 on an AVX2-only CPU prefills ~4x
-    # slower); on GPU, vLLM's own choice.
+    # natively (AVX512-BF16/AMX, Arm), else float32 (emulated bf16 on an AVX2-only CPU
+    # prefills several times slower: docs/benchmarks.md); on GPU, vLLM's own choice.
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     cpu_kvcache_gib: int = Field(default=2, ge=1)
@@ -97,7 +101,7 @@ class RetrievalSettings(BaseModel):
 
     k: int = Field(default=5, ge=1, le=100)
     max_k: int = Field(default=100, ge=1)
-    mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
+    mode: SearchMode = "hybrid"
     # Hybrid: each side's top `prefetch` chunks (same filters), scores normalized per query
     # ("convex": min-max, "dbsf": mean ± 3 sd) and summed with `dense_weight` for the dense
     # side; "rrf" fuses ranks instead, 1/(rrf_k + rank) weighted the same way.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
 # A query's dense vector, or an async function that computes it: a store may start the sparse
 # side of a hybrid search while the query is still being embedded.
 DenseQuery = list[float] | Callable[[], Awaitable[list[float]]]
@@ -89,33 +90,6 @@ class Hit:
     @property
     def doc_id(self) -> str:
         return str(self.payload.get("doc_id", ""))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.payload.items() if k != "collection"}
-        out["score"] = self.score
-        out["chunk_id"] = self.chunk_id
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """A retrieved chunk as cited in an answer: `[n]` in the text refers to `n`."""
-
-    n: int
-    hit: Hit
-
-    def to_dict(self) -> dict[str, Any]:
-        p = self.hit.payload
-        return {
-            "n": self.n,
-            "doc_id": p.get("doc_id", ""),
-            "chunk_id": self.hit.chunk_id,
-            "title": p.get("title", ""),
-            "source": p.get("source", ""),
-            "page": p.get("page"),
-            "score": self.hit.score,
-            "text": self.hit.text,
-        }
 
 
 @dataclass(frozen=True, slots=True)

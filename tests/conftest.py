@@ -1,4 +1,5 @@
-"""Shared fixtures: the real embedding model (loaded once) and settings rooted in a temp dir."""
+"""Shared fixtures: the real embedding model (loaded once), settings rooted in a temp dir, and
+the composition root's core built from them."""
 
 from __future__ import annotations
 
@@ -14,19 +15,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from app.services import Services
-from ingest.job import build_pipeline
+from pipelines.core import Core, open_core
 from pipelines.embedder import SentenceTransformerEmbedder
-from pipelines.retrieval import RetrievalService
 from pipelines.settings import EmbeddingSettings, Settings
-from pipelines.sparse import QdrantBm25Encoder
-from pipelines.stores.edge import EdgeStore
+from tests.support.seeds import ingest_samples
 
-REPO = Path(__file__).resolve().parent.parent
 # One ONNX export of the embedder for the whole session and its subprocesses (`rag ingest`
 # in the SIGKILL test, uvicorn apps), not one per temporary data dir.
 EMBEDDING_CACHE = Path(os.environ.get("RAG_TEST_MODEL_CACHE", "/tmp/ragserve-test-models"))
 os.environ.setdefault("RAG_EMBEDDING__CACHE_DIR", str(EMBEDDING_CACHE / "embeddings"))
-SAMPLES = REPO / "samples"
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +47,15 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def services(
-    settings: Settings, embedder: SentenceTransformerEmbedder
-) -> AsyncIterator[Services]:
+async def core(settings: Settings, embedder: SentenceTransformerEmbedder) -> AsyncIterator[Core]:
+    """The composition root over `settings` (an empty Edge store in the temp dir), with the
+    session's model."""
+    async with open_core(settings, embedder=embedder) as built:
+        yield built
+
+
+@pytest.fixture
+async def services(core: Core) -> Services:
     """The service's parts over a real Edge store holding the sample documents (no generator)."""
-    store = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
-    await build_pipeline(settings, store, embedder).run([SAMPLES], "default")
-    retrieval = RetrievalService(store, embedder, QdrantBm25Encoder())
-    yield Services(settings=settings, embedder=embedder, store=store, retrieval=retrieval)
-    await store.close()
+    await ingest_samples(core)
+    return Services(core=core)

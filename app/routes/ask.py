@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import json
-import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Iterable
 
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.deps import ServicesDep
-from app.errors import envelope, request_id
-from app.schemas import AskRequest, AskResponse, to_domain_filters
+from app.errors import error_responses, request_id
+from app.schemas import (
+    AskRequest,
+    AskResponse,
+    DoneEvent,
+    ErrorEnvelope,
+    SourceOut,
+    SourcesEvent,
+    TokenEvent,
+    UsageOut,
+    to_domain_filters,
+)
 from app.services import Services
-from pipelines.answer import StartedAnswer, collect, start_answer
-from pipelines.chain import AskInput
-from pipelines.errors import GenerationFailed, RagError
+from app.sse import json_event, stream_response
+from pipelines.chain import Answer, AskInput
 from pipelines.types import ChatMessage
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["ask"])
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "The collection (or model) does not exist"},
-    422: {"description": "Invalid request: the message names the field"},
-    503: {"description": "The generator is starting or down (retryable; see Retry-After)"},
-    504: {"description": "The generator timed out"},
-}
+_ERRORS = error_responses(404, 422, 503, 504)
 _SSE_DOC = """Server-Sent Events, in this order (every frame has an `id:`):
 
 * `sources` — once, first: `{"sources": [{"n", "doc_id", "chunk_id", "title", "source",
@@ -47,6 +45,7 @@ their HTTP status. Closing the connection aborts the generation upstream."""
 
 def to_ask_input(body: AskRequest, services: Services, rid: str) -> AskInput:
     settings = services.settings
+    body.check_question(settings.server.max_question_chars)
     if body.messages is not None:
         messages = [ChatMessage(role=m.role, content=m.content) for m in body.messages]
     else:
@@ -65,65 +64,54 @@ def to_ask_input(body: AskRequest, services: Services, rid: str) -> AskInput:
 
 
 @router.post(
-    "/v1/ask",
+    "/ask",
     response_model=AskResponse,
     responses=_ERRORS,
     summary="Answer a question from the knowledge base (JSON)",
 )
 async def ask(body: AskRequest, request: Request, services: ServicesDep) -> AskResponse:
-    chain = services.require_chain()
-    answer = await start_answer(chain, to_ask_input(body, services, request_id(request)))
-    text = await collect(answer)
-    return AskResponse.model_validate(
-        {
-            "answer": text,
-            "sources": answer.sources(),
-            "finish_reason": answer.finish_reason,
-            "usage": answer.usage.to_dict(),
-            "latency_ms": answer.latency_ms(),
-            "query": answer.prepared.query,
-        }
+    ask_input = to_ask_input(body, services, request_id(request))
+    answer = await services.require_chain().answer(ask_input)
+    text = await answer.collect()
+    return AskResponse(
+        answer=text,
+        sources=SourceOut.many(answer),
+        finish_reason=answer.finish_reason,
+        usage=UsageOut.of(answer.usage),
+        latency_ms=answer.latency_ms(),
+        query=answer.query,
     )
 
 
-async def sse_events(answer: StartedAnswer, rid: str) -> AsyncIterator[ServerSentEvent]:
-    ids = itertools.count(1)
+class AskFrames:
+    """`sources`, `token`…, then `done` or `error`; every frame has the next id."""
 
-    def event(name: str, data: dict[str, Any]) -> ServerSentEvent:
-        return ServerSentEvent(
-            data=json.dumps(data, ensure_ascii=False), event=name, id=str(next(ids))
-        )
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
 
-    try:
-        yield event("sources", {"sources": answer.sources()})
-        try:
-            async for chunk in answer.chunks():
-                if chunk.text:
-                    yield event("token", {"text": chunk.text})
-        except RagError as exc:
-            yield event("error", envelope(exc.code, exc.message, rid, exc.retryable))
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # after the 200, failures go in-band
-            log.exception("request %s: generation failed mid-stream", rid)
-            err = GenerationFailed(f"generation failed: {type(exc).__name__}")
-            yield event("error", envelope(err.code, err.message, rid, err.retryable))
-            return
-        yield event(
-            "done",
-            {
-                "finish_reason": answer.finish_reason,
-                "usage": answer.usage.to_dict(),
-                "latency_ms": answer.latency_ms(),
-            },
+    def _event(self, name: str, data: object) -> ServerSentEvent:
+        return json_event(data, event=name, id=str(next(self._ids)))
+
+    def start(self, answer: Answer) -> Iterable[ServerSentEvent]:
+        yield self._event("sources", SourcesEvent(sources=SourceOut.many(answer)).model_dump())
+
+    def token(self, text: str) -> ServerSentEvent:
+        return self._event("token", TokenEvent(text=text).model_dump())
+
+    def end(self, answer: Answer) -> Iterable[ServerSentEvent]:
+        done = DoneEvent(
+            finish_reason=answer.finish_reason,
+            usage=UsageOut.of(answer.usage),
+            latency_ms=answer.latency_ms(),
         )
-    finally:
-        await answer.aclose()
+        yield self._event("done", done.model_dump())
+
+    def error(self, error: ErrorEnvelope) -> ServerSentEvent:
+        return self._event("error", error.body())
 
 
 @router.post(
-    "/v1/ask/stream",
+    "/ask/stream",
     responses={200: {"content": {"text/event-stream": {}}, "description": _SSE_DOC}, **_ERRORS},
     summary="Answer a question, streamed token by token over Server-Sent Events",
     description=_SSE_DOC,
@@ -132,9 +120,7 @@ async def sse_events(answer: StartedAnswer, rid: str) -> AsyncIterator[ServerSen
 async def ask_stream(
     body: AskRequest, request: Request, services: ServicesDep
 ) -> EventSourceResponse:
-    chain = services.require_chain()
     rid = request_id(request)
-    answer = await start_answer(chain, to_ask_input(body, services, rid))
-    return EventSourceResponse(
-        sse_events(answer, rid), ping=15, headers=SSE_HEADERS, send_timeout=30
-    )
+    ask_input = to_ask_input(body, services, rid)
+    answer = await services.require_chain().answer(ask_input)
+    return stream_response(answer, AskFrames(), rid)

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from app.deps import ServicesDep
+from app.schemas import CollectionList, CollectionOut
 
 router = APIRouter(tags=["collections"])
 
 
-class CollectionOut(BaseModel):
-    name: str
-    documents: int
-    chunks: int
-
-
-class CollectionList(BaseModel):
-    model_config = {
-        "json_schema_extra": {
-            "examples": [{"collections": [{"name": "default", "documents": 3, "chunks": 4}]}]
-        }
-    }
-    collections: list[CollectionOut]
-
-
 @router.get(
-    "/v1/collections",
+    "/collections",
     response_model=CollectionList,
     summary="List collections with their document and chunk counts",
 )

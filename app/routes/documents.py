@@ -16,9 +16,17 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, File, Query, Response, UploadFile, status
-from pydantic import BaseModel, Field
 
 from app.deps import ServicesDep
+from app.errors import error_responses
+from app.schemas import (
+    DeletedDocument,
+    DocumentList,
+    DocumentOut,
+    FailedFile,
+    UploadedFile,
+    UploadResult,
+)
 from ingest.loaders import SUPPORTED
 from pipelines.errors import (
     DocumentNotFound,
@@ -27,95 +35,16 @@ from pipelines.errors import (
     UnsupportedMediaType,
 )
 from pipelines.identity import document_id
-from pipelines.stores.common import check_collection_name
+from pipelines.stores.schema import check_collection_name
 from pipelines.types import Filters
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["documents"])
 
 MAX_FILES = 32
+_COLLECTION_ERRORS = error_responses(404, 422, e404="The collection (or document) does not exist")
 _MB = 1024 * 1024
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class UploadedFile(BaseModel):
-    source: str = Field(description="The file name: the document's source in search hits")
-    doc_id: str | None = Field(description="The document's id (null for .jsonl corpora)")
-    chunks: int = Field(description="Chunks the collection now holds for this file")
-
-
-class FailedFile(BaseModel):
-    source: str
-    reason: str
-
-
-class UploadResult(BaseModel):
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "collection": "default",
-                    "files": [
-                        {"source": "manual.pdf", "doc_id": "4be3…", "chunks": 42},
-                    ],
-                    "added": 1,
-                    "updated": 0,
-                    "unchanged": 0,
-                    "chunks": 42,
-                    "failed": [{"source": "scan.pdf", "reason": "no text layer"}],
-                    "seconds": 3.1,
-                }
-            ]
-        }
-    }
-    collection: str
-    files: list[UploadedFile]
-    added: int = Field(description="Documents new to the collection")
-    updated: int = Field(description="Documents whose content changed (chunks replaced)")
-    unchanged: int = Field(description="Documents already stored with this content")
-    chunks: int = Field(description="Chunks embedded and written by this upload")
-    failed: list[FailedFile] = Field(description="Files (or corpus lines) skipped, with why")
-    seconds: float
-
-
-class DocumentOut(BaseModel):
-    doc_id: str
-    source: str
-    chunks: int
-
-
-class DocumentList(BaseModel):
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "collection": "default",
-                    "total": 1,
-                    "documents": [{"doc_id": "4be3…", "source": "manual.pdf", "chunks": 42}],
-                }
-            ]
-        }
-    }
-    collection: str
-    total: int = Field(description="Documents in the collection (before limit/offset)")
-    documents: list[DocumentOut]
-
-
-class DeletedDocument(BaseModel):
-    model_config = {
-        "json_schema_extra": {
-            "examples": [{"collection": "default", "doc_id": "4be3…", "deleted_chunks": 42}]
-        }
-    }
-    collection: str
-    doc_id: str
-    deleted_chunks: int
-
-
-_COLLECTION_ERRORS = {
-    404: {"description": "The collection (or document) does not exist"},
-    422: {"description": "Invalid request: the message names what was wrong"},
-}
 
 
 def upload_name(filename: str | None) -> str:
@@ -164,14 +93,17 @@ def _save(files: list[UploadFile], names: list[str], folder: Path) -> dict[Path,
 
 
 @router.post(
-    "/v1/collections/{collection}/documents",
+    "/collections/{collection}/documents",
     response_model=UploadResult,
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"description": "Every document was already stored unchanged"},
-        413: {"description": "A file is larger than RAG_SERVER__MAX_UPLOAD_MB"},
-        415: {"description": "A file type is not supported (nothing was ingested)"},
-        422: {"description": "Invalid request, or no file could be read (each named, with why)"},
+        **error_responses(
+            413,
+            415,
+            422,
+            e422="Invalid request, or no file could be read (each named, with why)",
+        ),
     },
     summary="Upload documents into a collection (created if missing)",
 )
@@ -228,9 +160,9 @@ async def upload_documents(
 
 
 @router.get(
-    "/v1/collections/{collection}/documents",
+    "/collections/{collection}/documents",
     response_model=DocumentList,
-    responses=_COLLECTION_ERRORS,  # type: ignore[arg-type]
+    responses=_COLLECTION_ERRORS,
     summary="List a collection's documents (by source) with their chunk counts",
 )
 async def list_documents(
@@ -261,9 +193,9 @@ async def list_documents(
 
 
 @router.delete(
-    "/v1/collections/{collection}/documents/{doc_id}",
+    "/collections/{collection}/documents/{doc_id}",
     response_model=DeletedDocument,
-    responses=_COLLECTION_ERRORS,  # type: ignore[arg-type]
+    responses=_COLLECTION_ERRORS,
     summary="Delete a document and all of its chunks",
 )
 async def delete_document(collection: str, doc_id: str, services: ServicesDep) -> DeletedDocument:

@@ -7,33 +7,29 @@ import time
 from fastapi import APIRouter
 
 from app.deps import ServicesDep
-from app.schemas import SearchHit, SearchRequest, SearchResponse, to_domain_filters
-from pipelines.retrieval import StoreRetriever, document_to_hit
+from app.errors import error_responses
+from app.schemas import SearchHit, SearchRequest, SearchResponse, check_max_chars, to_domain_filters
+from pipelines.retrieval import StoreRetriever
 
 router = APIRouter(tags=["search"])
 
-_ERRORS = {
-    404: {"description": "The collection does not exist"},
-    422: {"description": "Invalid request: the message names the field"},
-}
-
 
 @router.post(
-    "/v1/search",
+    "/search",
     response_model=SearchResponse,
-    responses=_ERRORS,  # type: ignore[arg-type]
+    responses=error_responses(404, 422, e404="The collection does not exist"),
     summary="Ranked chunks for a query (no generation)",
 )
 async def search(body: SearchRequest, services: ServicesDep) -> SearchResponse:
     started = time.perf_counter()
+    check_max_chars(services.settings.server.max_question_chars, "query", body.query)
     collection = body.collection or services.settings.default_collection
     retriever = StoreRetriever(service=services.retrieval, collection=collection)
     docs = await retriever.ainvoke(
         body.query, k=body.k, mode=body.mode, filters=to_domain_filters(body.filters)
     )
-    hits = [SearchHit.model_validate(document_to_hit(d).to_dict()) for d in docs]
     return SearchResponse(
         collection=collection,
-        hits=hits,
+        hits=[SearchHit.from_document(d) for d in docs],
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,6 +28,7 @@ from pipelines.errors import (
     UpstreamTimeout,
 )
 from pipelines.settings import LLMSettings
+from pipelines.sse_client import aiter_sse
 from pipelines.types import GenerationChunk, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -233,8 +234,9 @@ async def _read_completion(
     finish: Literal["stop", "length"] | None = None
     usage: dict[str, Any] = {}
     try:
-        async with aclosing(_sse_data(response.aiter_lines())) as events:
-            async for data in events:
+        async with aclosing(aiter_sse(response.aiter_lines())) as events:
+            async for sse in events:
+                data = sse.data  # the event's name and id carry nothing we use
                 if data == "[DONE]":
                     break
                 event = json.loads(data)
@@ -265,22 +267,6 @@ async def _read_completion(
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
     )
-
-
-async def _sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
-    """The `data:` payload of each server-sent event (multi-line data joined with newlines)."""
-    buffer: list[str] = []
-    async for line in lines:
-        if not line:
-            if buffer:
-                yield "\n".join(buffer)
-                buffer = []
-        elif line.startswith("data:"):
-            value = line[5:]
-            buffer.append(value[1:] if value.startswith(" ") else value)
-        # Comments (":"), `event:`, `id:` and `retry:` lines carry nothing we use.
-    if buffer:
-        yield "\n".join(buffer)
 
 
 def _finish_reason(reason: str, route: _Route) -> Literal["stop", "length"]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -15,59 +14,94 @@ from uuid import UUID
 import anyio
 import qdrant_edge as qe
 
-from pipelines.errors import CollectionNotFound, SchemaMismatch, StoreLocked
-from pipelines.stores.common import (
+from pipelines.errors import CollectionNotFound, StoreLocked
+from pipelines.ranking import Scored
+from pipelines.stores.config import StoreConfig
+from pipelines.stores.schema import (
     DENSE,
-    KEYWORD_INDEXES,
-    SCROLL_PAGE,
+    PAYLOAD_INDEXES,
     SPARSE,
     STATE_FIELDS,
-    HybridParams,
-    Query,
-    RankedSearch,
-    Scored,
-    add_states,
+    Layout,
     check_collection_name,
     dense_of,
-    mismatch_message,
-    rescore_oversampling,
 )
-from pipelines.types import (
-    CollectionStats,
-    DocState,
-    EmbeddedChunk,
-    Filters,
-    Hit,
-    Range,
-    SparseVector,
-)
+from pipelines.stores.store import QdrantStore
+from pipelines.stores.terms import DenseNearest, FilterSyntax, Nearest, SparseNearest, vectors_of
+from pipelines.types import EmbeddedChunk, Filters, Hit, SparseVector
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-_META = "ragserve.json"
+_META = "ragserve.json"  # written last when a shard is created: a shard without it is torn
+_INDEX_TYPES = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
+
+# -- translation: the store's terms in qdrant-edge's ----------------------------------------
 
 
-def edge_filter(filters: Filters | None, extra: list[Any] | None = None) -> qe.Filter | None:
-    must: list[Any] = list(extra or [])
-    for key, value in (filters or {}).items():
-        if isinstance(value, Range):
-            must.append(
-                qe.FieldCondition(
-                    key=key,
-                    range=qe.RangeFloat(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt),
-                )
+def _sparse(vector: SparseVector) -> qe.SparseVector:
+    return qe.SparseVector(vector.indices, vector.values)
+
+
+def _conjunction(must: list[Any], must_not: list[Any]) -> qe.Filter:
+    return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+_FILTERS: FilterSyntax[qe.FieldCondition, qe.Filter] = FilterSyntax(
+    match=lambda key, value: qe.FieldCondition(key=key, match=qe.MatchValue(value)),
+    match_any=lambda key, values: qe.FieldCondition(key=key, match=qe.MatchAny(values)),  # type: ignore[arg-type]
+    in_range=lambda key, r: qe.FieldCondition(
+        key=key, range=qe.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt)
+    ),
+    conjunction=_conjunction,
+)
+edge_filter = _FILTERS.filter
+
+
+def edge_point(p: EmbeddedChunk) -> qe.Point:
+    return qe.Point(id=p.chunk.chunk_id, vector=vectors_of(p, _sparse), payload=p.chunk.payload())
+
+
+def _quantization(q: DenseNearest) -> qe.QuantizationSearchParams:
+    if not q.quantized:
+        return qe.QuantizationSearchParams(ignore=True)
+    if not q.rescore:
+        return qe.QuantizationSearchParams(rescore=False)
+    return qe.QuantizationSearchParams(rescore=True, oversampling=q.oversampling)
+
+
+def edge_request(q: Nearest) -> qe.QueryRequest:
+    if isinstance(q, SparseNearest):
+        query, params = qe.Query.Nearest(_sparse(q.vector), using=SPARSE), None
+    else:
+        query = qe.Query.Nearest(q.vector, using=DENSE)
+        params = qe.SearchParams(hnsw_ef=q.hnsw_ef, exact=q.exact, quantization=_quantization(q))
+    return qe.QueryRequest(
+        limit=q.limit,
+        query=query,
+        filter=edge_filter(q.filters),
+        params=params,
+        with_payload=q.with_payload,
+    )
+
+
+def edge_config(config: StoreConfig) -> qe.EdgeConfig:
+    """A new shard's vectors, index and payload storage."""
+    int8 = (
+        qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+        if config.quantization == "int8"
+        else None
+    )
+    return qe.EdgeConfig(
+        vectors={
+            DENSE: qe.EdgeVectorParams(
+                size=config.dim, distance=qe.Distance.Cosine, quantization_config=int8
             )
-        elif isinstance(value, list):
-            must.append(qe.FieldCondition(key=key, match=qe.MatchAny(value)))  # type: ignore[arg-type]
-        elif isinstance(value, float):
-            must.append(qe.FieldCondition(key=key, range=qe.RangeFloat(gte=value, lte=value)))
-        else:
-            must.append(qe.FieldCondition(key=key, match=qe.MatchValue(value)))
-    return qe.Filter(must=must) if must else None
-
-
-def _match(key: str, value: str) -> qe.FieldCondition:
-    return qe.FieldCondition(key=key, match=qe.MatchValue(value))
+        },
+        sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        hnsw_config=qe.HnswIndexConfig(
+            m=config.hnsw_m, ef_construct=config.hnsw_ef_construct, full_scan_threshold=10_000
+        ),
+        payload_memory=qe.Memory.Cached if config.payload_memory == "cached" else qe.Memory.Cold,
+    )
 
 
 def _key(point_id: Any) -> Any:
@@ -81,38 +115,50 @@ def _point_id(key: Any) -> Any:
     return UUID(int=key) if key >= 1 << 64 else key
 
 
-class EdgeStore(RankedSearch):
-    """Qdrant Edge shards under `root/<collection>`; calls run in worker threads."""
+# -- I/O: engine calls run in worker threads, a whole query or page per thread hop ----------
 
-    def __init__(
-        self,
-        root: Path,
-        *,
-        dim: int,
-        embedding_model: str,
-        hnsw_m: int = 16,
-        hnsw_ef_construct: int = 128,
-        hnsw_ef: int = 128,
-        quantization: str = "int8",
-        oversampling: float = 2.0,
-        rescore_candidates: bool = True,
-        max_threads: int = 4,
-        payload_in_ram: bool = True,
-        hybrid: HybridParams | None = None,
-        exact: bool = False,
-    ) -> None:
+
+def _hits(shard: qe.EdgeShard, request: qe.QueryRequest) -> list[Hit]:
+    return [
+        Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
+        for p in shard.query(request)
+    ]
+
+
+def _ids(shard: qe.EdgeShard, request: qe.QueryRequest) -> list[Scored]:
+    return [(_key(p.id), float(p.score)) for p in shard.query(request)]
+
+
+def _ranked_hits(shard: qe.EdgeShard, ranked: Sequence[Scored]) -> list[Hit]:
+    records = shard.retrieve(
+        [_point_id(key) for key, _ in ranked], with_payload=True, with_vector=False
+    )
+    found = {_key(r.id): r for r in records}
+    return [
+        Hit(score=score, chunk_id=str(found[key].id), payload=dict(found[key].payload or {}))
+        for key, score in ranked
+        if key in found
+    ]
+
+
+def _vectors(shard: qe.EdgeShard, keys: Sequence[Any]) -> dict[Any, list[float]]:
+    records = shard.retrieve(
+        [_point_id(key) for key in keys], with_payload=False, with_vector=[DENSE]
+    )
+    return {_key(r.id): dense_of(r.vector) for r in records}
+
+
+def _scroll(shard: qe.EdgeShard, request: qe.ScrollRequest) -> tuple[list[dict[str, Any]], Any]:
+    records, offset = shard.scroll(request)
+    return [rec.payload or {} for rec in records], offset
+
+
+class EdgeBackend:
+    """Qdrant Edge shards under `root/<collection>`, opened once and kept open."""
+
+    def __init__(self, root: Path, config: StoreConfig, *, max_threads: int = 4) -> None:
         self._root = root
-        self._dim = dim
-        self._model = embedding_model
-        self._m = hnsw_m
-        self._ef_construct = hnsw_ef_construct
-        self._ef = hnsw_ef
-        self._int8 = quantization == "int8"
-        self._oversampling = oversampling
-        self._rescore_candidates = rescore_candidates  # off: hybrid/MMR lists keep int8 scores
-        self._payload_memory = qe.Memory.Cached if payload_in_ram else qe.Memory.Cold
-        self._hybrid = hybrid or HybridParams.from_settings()
-        self._exact = exact  # brute-force dense search: the reference for HNSW recall
+        self._config = config
         self._shards: dict[str, qe.EdgeShard] = {}
         self._open_lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(max_threads)
@@ -121,46 +167,32 @@ class EdgeStore(RankedSearch):
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(partial(fn, *args), limiter=self._limiter)
 
-    def _config(self) -> qe.EdgeConfig:
-        int8 = (
-            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
-            if self._int8
-            else None
-        )
-        return qe.EdgeConfig(
-            vectors={
-                DENSE: qe.EdgeVectorParams(
-                    size=self._dim, distance=qe.Distance.Cosine, quantization_config=int8
-                )
-            },
-            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-            hnsw_config=qe.HnswIndexConfig(
-                m=self._m, ef_construct=self._ef_construct, full_scan_threshold=10_000
-            ),
-            payload_memory=self._payload_memory,
-        )
-
     def _path(self, collection: str) -> Path:
         return self._root / check_collection_name(collection)
 
-    def _check_meta(self, collection: str, path: Path) -> None:
-        meta_file = path / _META
-        if not meta_file.is_file():
-            return
-        meta = json.loads(meta_file.read_text())
-        if meta.get("dim") != self._dim or meta.get("distance") != "cosine":
-            have = f"{meta.get('dim')}-dim {meta.get('distance')} vectors ({meta.get('model')})"
-            want = f"{self._dim}-dim cosine vectors ({self._model})"
-            raise SchemaMismatch(mismatch_message(collection, have, want))
+    def shard(self, collection: str) -> qe.EdgeShard:
+        """The open shard (bench/search.py scrolls it with vectors)."""
+        shard = self._shards.get(collection)
+        if shard is None:
+            raise CollectionNotFound(collection)
+        return shard
 
-    def _open(self, collection: str, create: bool) -> qe.EdgeShard:
-        with self._open_lock:
-            shard = self._shards.get(collection)
-            if shard is not None:
-                return shard
+    def _layout(self, collection: str) -> Layout | None:
+        meta_file = self._path(collection) / _META
+        if not meta_file.is_file():
+            return None
+        meta = json.loads(meta_file.read_text())
+        return Layout(dim=meta.get("dim"), distance=meta.get("distance"), model=meta.get("model"))
+
+    async def layout(self, collection: str) -> Layout | None:
+        return await self._run(self._layout, collection)
+
+    def _open(self, collection: str, create: bool) -> None:
+        with self._open_lock:  # a shard is loaded (or created) once
+            if collection in self._shards:
+                return
             path = self._path(collection)
             if (path / _META).is_file():
-                self._check_meta(collection, path)
                 try:
                     shard = qe.EdgeShard.load(str(path))
                 except Exception as exc:  # the engine raises a bare Exception
@@ -168,41 +200,31 @@ class EdgeStore(RankedSearch):
                         raise StoreLocked(collection, str(path)) from exc
                     raise
             elif create:
-                # A folder without the meta file is a create that died half-way: start over.
-                shutil.rmtree(path, ignore_errors=True)
-                path.mkdir(parents=True)
-                shard = qe.EdgeShard.create(str(path), self._config())
-                for field in KEYWORD_INDEXES:
-                    shard.update(
-                        qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
-                    )
-                shard.update(
-                    qe.UpdateOperation.create_field_index(
-                        "chunk_index", qe.PayloadSchemaType.Integer
-                    )
-                )
-                shard.flush()
-                meta = {
-                    "dim": self._dim,
-                    "distance": "cosine",
-                    "model": self._model,
-                    "sparse": SPARSE,
-                }
-                (path / _META).write_text(json.dumps(meta))
+                shard = self._create(collection, path)
             else:
                 raise CollectionNotFound(collection)
             self._shards[collection] = shard
-            return shard
 
-    async def ensure_collection(self, collection: str, *, create: bool) -> None:
-        if collection in self._shards:  # open already: no worker-thread round trip
-            return
+    def _create(self, collection: str, path: Path) -> qe.EdgeShard:
+        # A folder without the meta file is a create that died half-way: start over.
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        shard = qe.EdgeShard.create(str(path), edge_config(self._config))
+        for field, kind in PAYLOAD_INDEXES.items():
+            shard.update(qe.UpdateOperation.create_field_index(field, _INDEX_TYPES[kind]))
+        shard.flush()
+        c = self._config
+        meta = {"dim": c.dim, "distance": "cosine", "model": c.embedding_model, "sparse": SPARSE}
+        (path / _META).write_text(json.dumps(meta))
+        return shard
+
+    async def open(self, collection: str, *, create: bool) -> None:
         await self._run(self._open, collection, create)
 
-    async def list_collections(self) -> list[str]:
+    async def collections(self) -> list[str]:
         if not self._root.is_dir():
             return []
-        return sorted(p.name for p in self._root.iterdir() if (p / _META).is_file())
+        return [p.name for p in self._root.iterdir() if (p / _META).is_file()]
 
     def _drop(self, collection: str) -> None:
         path = self._path(collection)
@@ -213,166 +235,50 @@ class EdgeStore(RankedSearch):
             self._dirty.discard(collection)
             shutil.rmtree(path, ignore_errors=True)
 
-    async def drop_collection(self, collection: str) -> None:
+    async def drop(self, collection: str) -> None:
         await self._run(self._drop, collection)
 
     async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None:
-        if not points:
-            return
-        shard = await self._run(self._open, collection, True)
-        edge_points = []
-        for p in points:
-            vector: dict[str, Any] = {DENSE: p.dense}
-            if p.sparse is not None and p.sparse.indices:
-                vector[SPARSE] = qe.SparseVector(p.sparse.indices, p.sparse.values)
-            edge_points.append(
-                qe.Point(id=p.chunk.chunk_id, vector=vector, payload=p.chunk.payload())
-            )
-        await self._run(shard.update, qe.UpdateOperation.upsert_points(edge_points))
+        shard = self.shard(collection)
+        operation = qe.UpdateOperation.upsert_points([edge_point(p) for p in points])
+        await self._run(shard.update, operation)
         self._dirty.add(collection)
 
-    async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> None:
-        if not doc_ids:
+    async def delete(self, collection: str, must: Filters, must_not: Filters | None) -> None:
+        shard = self.shard(collection)
+        flt = edge_filter(must, must_not)
+        if flt is None:  # nothing selected
             return
-        shard = await self._run(self._open, collection, False)
-        flt = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))])
         await self._run(shard.update, qe.UpdateOperation.delete_points_by_filter(flt))
         self._dirty.add(collection)
 
-    async def delete_stale_chunks(self, collection: str, doc_id: str, keep_hash: str) -> None:
-        shard = await self._run(self._open, collection, False)
-        flt = qe.Filter(
-            must=[_match("doc_id", doc_id)], must_not=[_match("content_hash", keep_hash)]
-        )
-        await self._run(shard.update, qe.UpdateOperation.delete_points_by_filter(flt))
-
-    def _states(self, collection: str, filters: Filters | None) -> dict[str, DocState]:
-        shard = self._open(collection, False)
-        states: dict[str, DocState] = {}
-        offset: Any = None
-        flt = edge_filter(filters)
-        while True:
-            records, offset = shard.scroll(
-                qe.ScrollRequest(
-                    offset=offset,
-                    limit=SCROLL_PAGE,
-                    filter=flt,
-                    with_payload=STATE_FIELDS,
-                    with_vector=False,
-                )
-            )
-            add_states(states, (rec.payload or {} for rec in records))
-            if offset is None:
-                return states
-
-    async def document_states(
-        self, collection: str, filters: Filters | None = None
-    ) -> dict[str, DocState]:
-        return await self._run(self._states, collection, filters)
-
-    def _quantization_params(
-        self, k: int, depth: int, rescore: bool
-    ) -> qe.QuantizationSearchParams:
-        if not self._int8 or self._exact:  # original vectors only (exact: the reference)
-            return qe.QuantizationSearchParams(ignore=True)
-        if not rescore:
-            return qe.QuantizationSearchParams(rescore=False)
-        return qe.QuantizationSearchParams(
-            rescore=True, oversampling=rescore_oversampling(self._oversampling, k, depth)
-        )
-
-    def _request(
-        self, query: Query, *, limit: int, k: int, filters: Filters | None, candidates: bool
-    ) -> qe.QueryRequest:
-        """A nearest query; `candidates`: a list for fusion or MMR (ids and scores only)."""
-        flt = edge_filter(filters)
-        if isinstance(query, SparseVector):
-            return qe.QueryRequest(
-                limit=limit,
-                query=qe.Query.Nearest(qe.SparseVector(query.indices, query.values), using=SPARSE),
-                filter=flt,
-                with_payload=not candidates,
-            )
-        rescore = self._rescore_candidates or not candidates
-        return qe.QueryRequest(
+    async def scroll(
+        self, collection: str, filters: Filters | None, *, offset: Any, limit: int
+    ) -> tuple[list[dict[str, Any]], Any]:
+        request = qe.ScrollRequest(
+            offset=offset,
             limit=limit,
-            query=qe.Query.Nearest(query, using=DENSE),
-            filter=flt,
-            params=qe.SearchParams(
-                hnsw_ef=max(self._ef, limit),
-                exact=self._exact,
-                quantization=self._quantization_params(k, limit, rescore),
-            ),
-            with_payload=not candidates,
+            filter=edge_filter(filters),
+            with_payload=STATE_FIELDS,
+            with_vector=False,
         )
+        return await self._run(_scroll, self.shard(collection), request)
 
-    def _hits(self, collection: str, request: qe.QueryRequest) -> list[Hit]:
-        return [
-            Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
-            for p in self._open(collection, False).query(request)
-        ]
+    async def count(self, collection: str, filters: Filters | None) -> int:
+        request = qe.CountRequest(filter=edge_filter(filters), exact=True)
+        return int(await self._run(self.shard(collection).count, request))
 
-    def _ids(self, collection: str, request: qe.QueryRequest) -> list[Scored]:
-        return [(_key(p.id), float(p.score)) for p in self._open(collection, False).query(request)]
+    async def query_hits(self, collection: str, query: Nearest) -> list[Hit]:
+        return await self._run(_hits, self.shard(collection), edge_request(query))
 
-    def _ranked_hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
-        records = self._open(collection, False).retrieve(
-            [_point_id(key) for key, _ in ranked], with_payload=True, with_vector=False
-        )
-        found = {_key(r.id): r for r in records}
-        return [
-            Hit(score=score, chunk_id=str(found[key].id), payload=dict(found[key].payload or {}))
-            for key, score in ranked
-            if key in found
-        ]
+    async def query_ids(self, collection: str, query: Nearest) -> list[Scored]:
+        return await self._run(_ids, self.shard(collection), edge_request(query))
 
-    def _vectors(self, collection: str, keys: Sequence[Any]) -> dict[Any, list[float]]:
-        records = self._open(collection, False).retrieve(
-            [_point_id(key) for key in keys], with_payload=False, with_vector=[DENSE]
-        )
-        return {_key(r.id): dense_of(r.vector) for r in records}
+    async def retrieve_hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
+        return await self._run(_ranked_hits, self.shard(collection), ranked)
 
-    async def nearest_hits(
-        self, collection: str, query: Query, *, limit: int, filters: Filters | None
-    ) -> list[Hit]:
-        request = self._request(query, limit=limit, k=limit, filters=filters, candidates=False)
-        return await self._run(self._hits, collection, request)
-
-    async def nearest_ids(
-        self, collection: str, query: Query, *, limit: int, k: int, filters: Filters | None
-    ) -> list[Scored]:
-        request = self._request(query, limit=limit, k=k, filters=filters, candidates=True)
-        return await self._run(self._ids, collection, request)
-
-    async def hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
-        return await self._run(self._ranked_hits, collection, ranked)
-
-    async def dense_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
-        return await self._run(self._vectors, collection, ids)
-
-    def _stats(self, collection: str) -> CollectionStats:
-        shard = self._open(collection, False)
-        chunks = shard.count(qe.CountRequest(exact=True))
-        # Each document's first chunk is its chunk 0.
-        docs = shard.count(
-            qe.CountRequest(
-                filter=qe.Filter(
-                    must=[qe.FieldCondition(key="chunk_index", match=qe.MatchValue(0))]
-                ),
-                exact=True,
-            )
-        )
-        return CollectionStats(name=collection, documents=docs, chunks=chunks)
-
-    async def stats(self, collection: str) -> CollectionStats:
-        return await self._run(self._stats, collection)
-
-    def _count(self, collection: str, filters: Filters | None) -> int:
-        shard = self._open(collection, False)
-        return int(shard.count(qe.CountRequest(filter=edge_filter(filters), exact=True)))
-
-    async def count(self, collection: str, filters: Filters | None = None) -> int:
-        return await self._run(self._count, collection, filters)
+    async def retrieve_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
+        return await self._run(_vectors, self.shard(collection), ids)
 
     def _finish(self, collection: str) -> None:
         shard = self._shards[collection]
@@ -394,3 +300,11 @@ class EdgeStore(RankedSearch):
                 shard.flush()
                 shard.close()
             self._shards.clear()
+
+
+class EdgeStore(QdrantStore):
+    """The VectorStore on Qdrant Edge; `shards` is its backend (calls run in worker threads)."""
+
+    def __init__(self, root: Path, config: StoreConfig, *, max_threads: int = 4) -> None:
+        self.shards = EdgeBackend(root, config, max_threads=max_threads)
+        super().__init__(self.shards, config)

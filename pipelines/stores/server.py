@@ -2,102 +2,73 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from pipelines.errors import CollectionNotFound, DependencyUnavailable, SchemaMismatch
-from pipelines.stores.common import (
-    DENSE,
-    KEYWORD_INDEXES,
-    SCROLL_PAGE,
-    SPARSE,
-    STATE_FIELDS,
-    HybridParams,
-    Query,
-    RankedSearch,
-    Scored,
-    add_states,
-    check_collection_name,
-    dense_of,
-    mismatch_message,
-    rescore_oversampling,
+from pipelines.errors import DependencyUnavailable
+from pipelines.ranking import Scored
+from pipelines.stores.config import StoreConfig
+from pipelines.stores.schema import DENSE, PAYLOAD_INDEXES, SPARSE, STATE_FIELDS, Layout, dense_of
+from pipelines.stores.store import QdrantStore
+from pipelines.stores.terms import DenseNearest, FilterSyntax, Nearest, SparseNearest, vectors_of
+from pipelines.types import EmbeddedChunk, Filters, Hit, SparseVector
+
+_INDEX_TYPES = {
+    "keyword": models.PayloadSchemaType.KEYWORD,
+    "integer": models.PayloadSchemaType.INTEGER,
+}
+
+# -- translation: the store's terms in qdrant-client's models -------------------------------
+
+
+def _sparse(vector: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=vector.indices, values=vector.values)
+
+
+def _conjunction(must: list[Any], must_not: list[Any]) -> models.Filter:
+    return models.Filter(must=must or None, must_not=must_not or None)
+
+
+_FILTERS: FilterSyntax[models.FieldCondition, models.Filter] = FilterSyntax(
+    match=lambda key, value: models.FieldCondition(key=key, match=models.MatchValue(value=value)),
+    match_any=lambda key, values: models.FieldCondition(key=key, match=models.MatchAny(any=values)),
+    in_range=lambda key, r: models.FieldCondition(
+        key=key, range=models.Range(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt)
+    ),
+    conjunction=_conjunction,
 )
-from pipelines.types import (
-    CollectionStats,
-    DocState,
-    EmbeddedChunk,
-    Filters,
-    Hit,
-    Range,
-    SparseVector,
-)
-
-log = logging.getLogger(__name__)
+server_filter = _FILTERS.filter
 
 
-def server_filter(filters: Filters | None) -> models.Filter | None:
-    must: list[Any] = []
-    for key, value in (filters or {}).items():
-        if isinstance(value, Range):
-            must.append(
-                models.FieldCondition(
-                    key=key,
-                    range=models.Range(gte=value.gte, gt=value.gt, lte=value.lte, lt=value.lt),
-                )
-            )
-        elif isinstance(value, list):
-            must.append(models.FieldCondition(key=key, match=models.MatchAny(any=value)))
-        elif isinstance(value, float):
-            must.append(models.FieldCondition(key=key, range=models.Range(gte=value, lte=value)))
-        else:
-            must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
-    return models.Filter(must=must) if must else None
+def server_point(p: EmbeddedChunk) -> models.PointStruct:
+    vector = vectors_of(p, _sparse)
+    return models.PointStruct(id=p.chunk.chunk_id, vector=vector, payload=p.chunk.payload())
 
 
-class QdrantServerStore(RankedSearch):
+def server_params(q: DenseNearest) -> models.SearchParams:
+    quantization = models.QuantizationSearchParams(
+        ignore=not q.quantized, rescore=q.rescore, oversampling=q.oversampling
+    )
+    return models.SearchParams(hnsw_ef=q.hnsw_ef, exact=q.exact, quantization=quantization)
+
+
+def _layout(info: models.CollectionInfo) -> Layout:
+    vectors = info.config.params.vectors
+    params = vectors.get(DENSE) if isinstance(vectors, dict) else None
+    if params is None:
+        return Layout(dim=None, distance=None)
+    return Layout(dim=params.size, distance=str(params.distance.value).lower())
+
+
+class ServerBackend:
     """Collections on a Qdrant server/cluster (or qdrant-client's local mode in tests)."""
 
-    def __init__(
-        self,
-        client: AsyncQdrantClient,
-        *,
-        dim: int,
-        embedding_model: str,
-        shard_number: int = 1,
-        replication_factor: int = 1,
-        hnsw_m: int = 16,
-        hnsw_ef_construct: int = 128,
-        hnsw_ef: int = 128,
-        quantization: str = "int8",
-        oversampling: float = 2.0,
-        rescore_candidates: bool = True,
-        hybrid: HybridParams | None = None,
-        exact: bool = False,
-    ) -> None:
+    def __init__(self, client: AsyncQdrantClient, config: StoreConfig) -> None:
         self._client = client
-        self._dim = dim
-        self._model = embedding_model
-        self._shards = shard_number
-        self._replicas = replication_factor
-        self._m = hnsw_m
-        self._ef_construct = hnsw_ef_construct
-        self._ef = hnsw_ef
-        self._int8 = quantization == "int8"
-        self._oversampling = oversampling
-        self._rescore_candidates = rescore_candidates  # off: hybrid/MMR lists keep int8 scores
-        self._hybrid = hybrid or HybridParams.from_settings()
-        self._exact = exact  # brute-force dense search: the reference for HNSW recall
-        self._known: set[str] = set()
-
-    @classmethod
-    def connect(
-        cls, url: str, api_key: str | None, timeout_s: float, **kwargs: Any
-    ) -> QdrantServerStore:
-        return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=int(timeout_s)), **kwargs)
+        self._config = config
 
     async def _exists(self, collection: str) -> bool:
         try:
@@ -105,171 +76,102 @@ class QdrantServerStore(RankedSearch):
         except (ResponseHandlingException, ConnectionError) as exc:
             raise DependencyUnavailable(f"Qdrant is unreachable: {exc}") from exc
 
-    async def ensure_collection(self, collection: str, *, create: bool) -> None:
-        check_collection_name(collection)
-        if collection in self._known:
-            return
-        if await self._exists(collection):
-            info = await self._client.get_collection(collection)
-            vectors = info.config.params.vectors
-            params = vectors.get(DENSE) if isinstance(vectors, dict) else None
-            if (
-                params is None
-                or params.size != self._dim
-                or params.distance != models.Distance.COSINE
-            ):
-                have = (
-                    f"{params.size}-dim {params.distance} vectors"
-                    if params
-                    else "no 'dense' named vector"
-                )
-                raise SchemaMismatch(
-                    mismatch_message(
-                        collection, have, f"{self._dim}-dim cosine vectors ({self._model})"
-                    )
-                )
-        elif create:
-            await self._client.create_collection(
-                collection,
-                vectors_config={
-                    DENSE: models.VectorParams(size=self._dim, distance=models.Distance.COSINE)
-                },
-                sparse_vectors_config={
-                    SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
-                },
-                shard_number=self._shards,
-                replication_factor=self._replicas,
-                hnsw_config=models.HnswConfigDiff(m=self._m, ef_construct=self._ef_construct),
-                quantization_config=(
-                    models.ScalarQuantization(
-                        scalar=models.ScalarQuantizationConfig(
-                            type=models.ScalarType.INT8, quantile=0.99, always_ram=True
-                        )
-                    )
-                    if self._int8
-                    else None
-                ),
-            )
-            for field in KEYWORD_INDEXES:
-                await self._client.create_payload_index(
-                    collection, field, models.PayloadSchemaType.KEYWORD
-                )
-            await self._client.create_payload_index(
-                collection, "chunk_index", models.PayloadSchemaType.INTEGER
-            )
-        else:
-            raise CollectionNotFound(collection)
-        self._known.add(collection)
+    async def layout(self, collection: str) -> Layout | None:
+        if not await self._exists(collection):
+            return None
+        return _layout(await self._client.get_collection(collection))
 
-    async def list_collections(self) -> list[str]:
+    async def open(self, collection: str, *, create: bool) -> None:
+        if not create:
+            return  # the server keeps every collection open
+        c = self._config
+        await self._client.create_collection(
+            collection,
+            vectors_config={
+                DENSE: models.VectorParams(size=c.dim, distance=models.Distance.COSINE)
+            },
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            shard_number=c.shard_number,
+            replication_factor=c.replication_factor,
+            hnsw_config=models.HnswConfigDiff(m=c.hnsw_m, ef_construct=c.hnsw_ef_construct),
+            quantization_config=(
+                models.ScalarQuantization(
+                    scalar=models.ScalarQuantizationConfig(
+                        type=models.ScalarType.INT8, quantile=0.99, always_ram=True
+                    )
+                )
+                if c.quantization == "int8"
+                else None
+            ),
+        )
+        for field, kind in PAYLOAD_INDEXES.items():
+            await self._client.create_payload_index(collection, field, _INDEX_TYPES[kind])
+
+    async def collections(self) -> list[str]:
         resp = await self._client.get_collections()
-        return sorted(c.name for c in resp.collections)
+        return [c.name for c in resp.collections]
 
-    async def drop_collection(self, collection: str) -> None:
-        check_collection_name(collection)
-        self._known.discard(collection)
+    async def drop(self, collection: str) -> None:
         if await self._exists(collection):
             await self._client.delete_collection(collection)
 
     async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None:
-        if not points:
-            return
-        await self.ensure_collection(collection, create=True)
-        structs = []
-        for p in points:
-            vector: dict[str, Any] = {DENSE: p.dense}
-            if p.sparse is not None and p.sparse.indices:
-                vector[SPARSE] = models.SparseVector(
-                    indices=p.sparse.indices, values=p.sparse.values
-                )
-            structs.append(
-                models.PointStruct(id=p.chunk.chunk_id, vector=vector, payload=p.chunk.payload())
-            )
+        structs = [server_point(p) for p in points]
         await self._client.upsert(collection, points=structs, wait=True)
 
-    async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> None:
-        if not doc_ids:
+    async def delete(self, collection: str, must: Filters, must_not: Filters | None) -> None:
+        flt = server_filter(must, must_not)
+        if flt is None:  # nothing selected
             return
-        flt = models.Filter(
-            must=[models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids)))]
-        )
-        await self._client.delete(
-            collection, points_selector=models.FilterSelector(filter=flt), wait=True
-        )
+        selector = models.FilterSelector(filter=flt)
+        await self._client.delete(collection, points_selector=selector, wait=True)
 
-    async def delete_stale_chunks(self, collection: str, doc_id: str, keep_hash: str) -> None:
-        flt = models.Filter(
-            must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))],
-            must_not=[
-                models.FieldCondition(key="content_hash", match=models.MatchValue(value=keep_hash))
-            ],
+    async def scroll(
+        self, collection: str, filters: Filters | None, *, offset: Any, limit: int
+    ) -> tuple[list[dict[str, Any]], Any]:
+        records, offset = await self._client.scroll(
+            collection,
+            scroll_filter=server_filter(filters),
+            limit=limit,
+            offset=offset,
+            with_payload=STATE_FIELDS,
+            with_vectors=False,
         )
-        await self._client.delete(
-            collection, points_selector=models.FilterSelector(filter=flt), wait=True
+        return [rec.payload or {} for rec in records], offset
+
+    async def count(self, collection: str, filters: Filters | None) -> int:
+        found = await self._client.count(
+            collection, count_filter=server_filter(filters), exact=True
         )
+        return found.count
 
-    async def document_states(
-        self, collection: str, filters: Filters | None = None
-    ) -> dict[str, DocState]:
-        await self.ensure_collection(collection, create=False)
-        states: dict[str, DocState] = {}
-        offset: Any = None
-        flt = server_filter(filters)
-        while True:
-            records, offset = await self._client.scroll(
-                collection,
-                scroll_filter=flt,
-                limit=SCROLL_PAGE,
-                offset=offset,
-                with_payload=STATE_FIELDS,
-                with_vectors=False,
-            )
-            add_states(states, (rec.payload or {} for rec in records))
-            if offset is None:
-                return states
-
-    def _query_args(self, query: Query, *, limit: int, k: int, candidates: bool) -> dict[str, Any]:
-        """A nearest query; `candidates`: a list for fusion or MMR (ids and scores only)."""
-        if isinstance(query, SparseVector):
-            sparse = models.SparseVector(indices=query.indices, values=query.values)
-            return {"query": sparse, "using": SPARSE, "limit": limit}
-        params = models.SearchParams(
-            hnsw_ef=max(self._ef, limit),
-            exact=self._exact,
-            quantization=models.QuantizationSearchParams(
-                ignore=self._exact or not self._int8,
-                rescore=self._rescore_candidates or not candidates,
-                oversampling=rescore_oversampling(self._oversampling, k, limit),
-            ),
-        )
-        return {"query": query, "using": DENSE, "limit": limit, "search_params": params}
-
-    async def nearest_hits(
-        self, collection: str, query: Query, *, limit: int, filters: Filters | None
-    ) -> list[Hit]:
+    async def _query(self, collection: str, q: Nearest) -> list[models.ScoredPoint]:
+        if isinstance(q, SparseNearest):
+            query: list[float] | models.SparseVector = _sparse(q.vector)
+            using, params = SPARSE, None
+        else:
+            query, using, params = q.vector, DENSE, server_params(q)
         response = await self._client.query_points(
             collection,
-            **self._query_args(query, limit=limit, k=limit, candidates=False),
-            query_filter=server_filter(filters),
-            with_payload=True,
+            query=query,
+            using=using,
+            limit=q.limit,
+            query_filter=server_filter(q.filters),
+            search_params=params,
+            with_payload=q.with_payload,
         )
+        return response.points
+
+    async def query_hits(self, collection: str, query: Nearest) -> list[Hit]:
         return [
             Hit(score=float(p.score), chunk_id=str(p.id), payload=dict(p.payload or {}))
-            for p in response.points
+            for p in await self._query(collection, query)
         ]
 
-    async def nearest_ids(
-        self, collection: str, query: Query, *, limit: int, k: int, filters: Filters | None
-    ) -> list[Scored]:
-        response = await self._client.query_points(
-            collection,
-            **self._query_args(query, limit=limit, k=k, candidates=True),
-            query_filter=server_filter(filters),
-            with_payload=False,
-        )
-        return [(str(p.id), float(p.score)) for p in response.points]
+    async def query_ids(self, collection: str, query: Nearest) -> list[Scored]:
+        return [(str(p.id), float(p.score)) for p in await self._query(collection, query)]
 
-    async def hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
+    async def retrieve_hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
         records = await self._client.retrieve(
             collection, [pid for pid, _ in ranked], with_payload=True, with_vectors=False
         )
@@ -280,27 +182,11 @@ class QdrantServerStore(RankedSearch):
             if pid in payloads
         ]
 
-    async def dense_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
+    async def retrieve_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
         records = await self._client.retrieve(
             collection, list(ids), with_payload=False, with_vectors=[DENSE]
         )
         return {str(r.id): dense_of(r.vector) for r in records}
-
-    async def stats(self, collection: str) -> CollectionStats:
-        await self.ensure_collection(collection, create=False)
-        chunks = (await self._client.count(collection, exact=True)).count
-        first = models.Filter(
-            must=[models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))]
-        )
-        docs = (await self._client.count(collection, count_filter=first, exact=True)).count
-        return CollectionStats(name=collection, documents=docs, chunks=chunks)
-
-    async def count(self, collection: str, filters: Filters | None = None) -> int:
-        await self.ensure_collection(collection, create=False)
-        found = await self._client.count(
-            collection, count_filter=server_filter(filters), exact=True
-        )
-        return found.count
 
     async def commit(self, collection: str) -> None:
         return None  # the server indexes in the background; upserts use wait=True
@@ -314,3 +200,16 @@ class QdrantServerStore(RankedSearch):
 
     async def close(self) -> None:
         await self._client.close()
+
+
+class QdrantServerStore(QdrantStore):
+    """The VectorStore on a Qdrant server or cluster, through one async client."""
+
+    def __init__(self, client: AsyncQdrantClient, config: StoreConfig) -> None:
+        super().__init__(ServerBackend(client, config), config)
+
+    @classmethod
+    def connect(
+        cls, url: str, api_key: str | None, timeout_s: float, config: StoreConfig
+    ) -> QdrantServerStore:
+        return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=int(timeout_s)), config)

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 import pytest
 
 from app.services import Services
-from tests.fakes import ScriptedGenerator
-
-
-def parse_sse(raw: str) -> list[dict[str, Any]]:
-    events = []
-    for block in raw.replace("\r\n", "\n").split("\n\n"):
-        fields: dict[str, Any] = {}
-        for line in block.split("\n"):
-            if not line or line.startswith(":"):
-                continue
-            key, _, value = line.partition(":")
-            fields[key] = value[1:] if value.startswith(" ") else value
-        if "event" in fields:
-            fields["data"] = json.loads(fields["data"])
-            events.append(fields)
-    return events
+from tests.support.fakes import ScriptedGenerator
+from tests.support.sse import parse_events
 
 
 @pytest.fixture
@@ -42,16 +27,16 @@ async def test_stream_sends_sources_tokens_then_done(
     assert r.headers["content-type"].startswith("text/event-stream")
     assert r.headers["cache-control"] == "no-cache"
     assert r.headers["x-accel-buffering"] == "no"
-    events = parse_sse(r.text)
-    names = [e["event"] for e in events]
+    events = parse_events(r.text)
+    names = [e.event for e in events]
     assert names == ["sources"] + ["token"] * 5 + ["done"]
-    assert [e["id"] for e in events] == [str(i) for i in range(1, len(events) + 1)]
-    sources = events[0]["data"]["sources"]
+    assert [e.id for e in events] == [str(i) for i in range(1, len(events) + 1)]
+    sources = events[0].data["sources"]
     assert [s["n"] for s in sources] == list(range(1, len(sources) + 1))
     assert "464 degrees" in sources[0]["text"]
     assert {"doc_id", "chunk_id", "title", "source", "score", "text"} <= sources[0].keys()
-    assert "".join(e["data"]["text"] for e in events[1:-1]) == "Venus is hot [1]."
-    done = events[-1]["data"]
+    assert "".join(e.data["text"] for e in events[1:-1]) == "Venus is hot [1]."
+    done = events[-1].data
     assert done["finish_reason"] == "stop"
     assert done["usage"] == {"prompt_tokens": 42, "completion_tokens": 5, "total_tokens": 47}
     assert set(done["latency_ms"]) >= {"retrieval", "ttft", "total"}
@@ -89,9 +74,9 @@ async def test_generator_failing_mid_stream_sends_one_error_event(
     generator.fail_after = 2
     r = await client.post("/v1/ask/stream", json={"question": "How hot is Venus?"})
     assert r.status_code == 200
-    events = parse_sse(r.text)
-    assert [e["event"] for e in events] == ["sources", "token", "token", "error"]
-    err = events[-1]["data"]["error"]
+    events = parse_events(r.text)
+    assert [e.event for e in events] == ["sources", "token", "token", "error"]
+    err = events[-1].data["error"]
     assert err["code"] == "generation_failed" and err["request_id"]
 
 
@@ -139,11 +124,11 @@ async def test_empty_retrieval_says_the_knowledge_base_has_nothing(
 ) -> None:
     await services.store.ensure_collection("empty", create=True)
     r = await client.post("/v1/ask/stream", json={"question": "Who won?", "collection": "empty"})
-    events = parse_sse(r.text)
-    assert events[0]["data"]["sources"] == []
-    text = "".join(e["data"]["text"] for e in events if e["event"] == "token")
+    events = parse_events(r.text)
+    assert events[0].data["sources"] == []
+    text = "".join(e.data["text"] for e in events if e.event == "token")
     assert "knowledge base has no information" in text and "[" not in text
-    assert events[-1]["event"] == "done"
+    assert events[-1].event == "done"
     assert generator.requests == []  # the model was not asked to answer from nothing
 
 

@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 import httpx
 import openai
 import pytest
-from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
 from app.main import create_app
 from app.services import Services
-from tests.fakes import ScriptedGenerator
-from tests.live import live_server
+from tests.support.fakes import ScriptedGenerator
+from tests.support.servers import in_process_client, live_server
 
 KEY = "s3cret-key"
 
@@ -34,11 +33,7 @@ PROTECTED = [
 async def keyed(services: Services) -> AsyncIterator[httpx.AsyncClient]:
     services.settings.server.api_key = SecretStr(KEY)
     services.set_generator(ScriptedGenerator())
-    app = create_app(services.settings, services=services)
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
-    ):
+    async with in_process_client(create_app(services.settings, services=services)) as c:
         yield c
 
 
@@ -95,15 +90,15 @@ async def test_openai_sdk_sends_its_api_key(services: Services) -> None:
 async def test_rag_ask_sends_the_key(
     services: Services, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.cli import _ask_remote
+    from app.cli.query import ask_remote
 
     services.settings.server.api_key = SecretStr(KEY)
     services.set_generator(ScriptedGenerator())
     body = {"question": "How hot is Venus?", "collection": "default"}
     async with live_server(create_app(services.settings, services=services)) as url:
-        assert await _ask_remote(url, body, KEY) == 0
+        assert await ask_remote(url, body, KEY) == 0
         printed = capsys.readouterr().out
         assert "Venus is hot [1]." in printed
         assert "[1]" in printed and "solar-system" in printed  # the numbered source
-        assert await _ask_remote(url, body, None) == 2
+        assert await ask_remote(url, body, None) == 2
     assert "missing API key" in capsys.readouterr().err

@@ -8,13 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from app.main import create_app
 from app.services import Services
 from pipelines.identity import document_id
-from tests.documents import write_pdf
-from tests.live import live_server
+from tests.support.documents import CORRUPT_PDF, write_pdf
+from tests.support.servers import in_process_client, live_server
 
 GUIDE = (
     "# Sourdough starter care\n\n"
@@ -26,7 +25,6 @@ GUIDE_V2 = (
     "Keep the starter in the fridge and feed it weekly with wholemeal spelt flour. "
     "Before baking, give it two warm feeds so that it is lively again.\n"
 )
-CORRUPT_PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Pages 9 0 R >>\ntrash"
 
 
 def _files(*items: tuple[str, bytes | str]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -179,7 +177,7 @@ async def test_a_path_in_the_file_name_is_dropped(client: httpx.AsyncClient) -> 
     assert r.json()["files"][0]["source"] == "starter.md"
 
 
-async def test_request_errors(client: httpx.AsyncClient) -> None:
+async def test_malformed_requests_are_4xx_naming_what_was_wrong(client: httpx.AsyncClient) -> None:
     no_files = await client.post("/v1/collections/default/documents", data={"x": "1"})
     assert no_files.status_code == 422
     assert "files" in no_files.json()["error"]["message"]
@@ -195,11 +193,7 @@ async def test_request_errors(client: httpx.AsyncClient) -> None:
 @pytest.fixture
 async def small_limit_client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
     services.settings.server.max_upload_mb = 1
-    app = create_app(services.settings, services=services)
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
-    ):
+    async with in_process_client(create_app(services.settings, services=services)) as c:
         yield c
 
 

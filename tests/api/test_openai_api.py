@@ -13,8 +13,8 @@ from langchain_openai import ChatOpenAI
 from app.main import create_app
 from app.services import Services
 from pipelines.settings import Settings
-from tests.fakes import ScriptedGenerator
-from tests.live import live_server
+from tests.support.fakes import ScriptedGenerator
+from tests.support.servers import live_server
 
 QUESTION = [{"role": "user", "content": "How hot is Venus?"}]
 
@@ -32,7 +32,7 @@ async def test_models_lists_one_model_per_collection(base_url: str) -> None:
     assert "rag:default" in ids and "ragserve" in ids
 
 
-async def test_async_sdk_non_stream(base_url: str) -> None:
+async def test_async_sdk_non_stream_gets_the_answer_usage_and_sources(base_url: str) -> None:
     client = openai.AsyncOpenAI(base_url=base_url, api_key="unused")
     resp = await client.chat.completions.create(model="rag:default", messages=QUESTION)  # type: ignore[arg-type]
     assert resp.object == "chat.completion"
@@ -43,7 +43,7 @@ async def test_async_sdk_non_stream(base_url: str) -> None:
     assert sources[0]["n"] == 1 and "464 degrees" in sources[0]["text"]
 
 
-async def test_async_sdk_stream_with_usage(base_url: str) -> None:
+async def test_async_sdk_stream_gets_the_answer_then_a_usage_chunk(base_url: str) -> None:
     client = openai.AsyncOpenAI(base_url=base_url, api_key="unused")
     stream = await client.chat.completions.create(
         model="rag:default",
@@ -63,7 +63,7 @@ async def test_async_sdk_stream_with_usage(base_url: str) -> None:
     assert chunks[-1].usage.total_tokens == 47
 
 
-async def test_sync_sdk_stream_and_non_stream(base_url: str) -> None:
+async def test_sync_sdk_stream_and_non_stream_get_the_same_answer(base_url: str) -> None:
     def run() -> tuple[str, str]:
         client = openai.OpenAI(base_url=base_url, api_key="unused")
         plain = client.chat.completions.create(model="ragserve", messages=QUESTION)  # type: ignore[arg-type]
@@ -91,7 +91,7 @@ async def test_unknown_model_is_404_in_openai_shape(base_url: str) -> None:
     assert "rag:nope" in err["message"] and err["type"] == "invalid_request_error"
 
 
-async def test_langchain_chat_openai_invoke_and_stream(base_url: str) -> None:
+async def test_langchain_chat_openai_invoke_and_stream_get_the_answer(base_url: str) -> None:
     llm = ChatOpenAI(base_url=base_url, api_key="unused", model="rag:default")  # type: ignore[arg-type]
     msg = await llm.ainvoke("How hot is Venus?")
     assert msg.content == "Venus is hot [1]."
@@ -99,7 +99,7 @@ async def test_langchain_chat_openai_invoke_and_stream(base_url: str) -> None:
     assert "".join(parts) == "Venus is hot [1]."
 
 
-async def test_history_and_extra_body_filters(base_url: str) -> None:
+async def test_extra_body_filters_hold_for_a_conversation_with_history(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url) as c:
         r = await c.post(
             "/chat/completions",

@@ -1,3 +1,5 @@
+"""/v1/search, collections, health, metrics and OpenAPI on the real app over the samples."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +42,7 @@ async def test_filter_by_source_restricts_hits(client: httpx.AsyncClient) -> Non
     assert {h["source"] for h in r.json()["hits"]} == {coffee}
 
 
-async def test_filter_by_doc_id_list(client: httpx.AsyncClient) -> None:
+async def test_filter_by_doc_id_list_restricts_hits(client: httpx.AsyncClient) -> None:
     hits = (await client.post("/v1/search", json={"query": "coffee", "k": 5})).json()["hits"]
     doc = hits[-1]["doc_id"]
     r = await client.post("/v1/search", json={"query": "coffee", "filters": {"doc_id": [doc]}})
@@ -108,7 +110,7 @@ async def test_empty_collection_returns_no_hits(
     assert r.json()["hits"] == []
 
 
-async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+async def test_health_and_readiness_report_store_and_search_ok(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = await client.get("/readyz")
     assert ready.status_code == 200
@@ -116,7 +118,7 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert ready.json()["details"]["search"] == "ready"
 
 
-async def test_openapi_documents_search(client: httpx.AsyncClient) -> None:
+async def test_openapi_and_the_docs_page_document_search(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert "/v1/search" in spec["paths"]
     assert (await client.get("/docs")).status_code == 200

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.conftest import LiveServer
-from tests.fakes import ScriptedGenerator
+from tests.support.fakes import ScriptedGenerator
+from tests.support.servers import ThreadedLiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def answer_growth(page: Page, turn: Locator, timeout_s: float = 15.0) -> list[in
 
 
 def test_page_streams_an_answer_with_sources_and_citations(
-    page: Page, live_server: LiveServer, generator: ScriptedGenerator, tmp_path: Path
+    page: Page, live_server: ThreadedLiveServer, generator: ScriptedGenerator, tmp_path: Path
 ) -> None:
     generator.tokens, generator.delay_s = VENUS, 0.12
     response = page.goto("/")
@@ -100,7 +100,7 @@ def test_page_streams_an_answer_with_sources_and_citations(
 
 
 def test_stop_aborts_the_stream_and_the_generation(
-    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+    page: Page, live_server: ThreadedLiveServer, generator: ScriptedGenerator
 ) -> None:
     page.goto("/")
     expect(page.get_by_label("Collection")).to_have_value("default")
@@ -136,7 +136,7 @@ def test_stop_aborts_the_stream_and_the_generation(
 
 
 def test_error_event_mid_stream_is_shown(
-    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+    page: Page, live_server: ThreadedLiveServer, generator: ScriptedGenerator
 ) -> None:
     generator.fail_after = 2
     page.goto("/")
@@ -148,7 +148,7 @@ def test_error_event_mid_stream_is_shown(
 
 
 def test_error_before_the_stream_is_shown_from_the_json_envelope(
-    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+    page: Page, live_server: ThreadedLiveServer, generator: ScriptedGenerator
 ) -> None:
     generator.fail_before_first = True
     page.goto("/")
@@ -160,7 +160,7 @@ def test_error_before_the_stream_is_shown_from_the_json_envelope(
 
 
 def test_model_html_in_the_answer_is_shown_as_text(
-    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+    page: Page, live_server: ThreadedLiveServer, generator: ScriptedGenerator
 ) -> None:
     generator.tokens = [
         "<img src=x onerror=\"document.title='owned'\">",
@@ -181,7 +181,7 @@ def test_model_html_in_the_answer_is_shown_as_text(
     expect(page).to_have_title("ragserve — ask your documents")
 
 
-def test_static_files_serve_the_page_assets_only(live_server: LiveServer) -> None:
+def test_static_files_serve_the_page_assets_only(live_server: ThreadedLiveServer) -> None:
     with httpx.Client(base_url=live_server.url, timeout=10) as client:
         for name in ("app.js", "style.css", "marked.umd.js", "purify.min.js"):
             r = client.get(f"/static/{name}")
@@ -202,7 +202,7 @@ STARTER = (
 
 
 def test_upload_adds_a_document_the_next_answer_cites(
-    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+    page: Page, live_server: ThreadedLiveServer, generator: ScriptedGenerator
 ) -> None:
     generator.tokens = ["Feed it daily [1]."]
     page.goto("/")
@@ -235,7 +235,7 @@ def test_upload_adds_a_document_the_next_answer_cites(
 
 
 def test_a_server_with_an_api_key_asks_for_it_once(
-    page: Page, live_server: LiveServer, generator: ScriptedGenerator
+    page: Page, live_server: ThreadedLiveServer, generator: ScriptedGenerator
 ) -> None:
     from pydantic import SecretStr
 

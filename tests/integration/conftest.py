@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,22 +18,16 @@ import pytest_asyncio
 from pipelines.generators.vllm_engine import VllmEngineGenerator
 from pipelines.generators.weights import resolve_model
 from pipelines.settings import BUNDLED_MODEL, LLMSettings
+from tests.support.sockets import free_port
 
 # The GGUF -> HF conversion takes about a minute: keep its result between test sessions.
 MODEL_CACHE = Path(os.environ.get("RAG_TEST_MODEL_CACHE", "/tmp/ragserve-test-models"))
 SERVER_START_TIMEOUT_S = 300.0
 
 
-def _free_port() -> int:
-    """A loopback port nothing listens on (the OS just handed it out and it was released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def closed_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +57,7 @@ def vllm_server(
     model_path: str, served_model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`python -m vllm.entrypoints.openai.api_server` on loopback; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -14,18 +13,10 @@ from app.main import create_app
 from app.services import Services, build_services
 from pipelines.generators.vllm_engine import VllmEngineGenerator
 from pipelines.settings import Settings
-from tests.live import live_server
+from tests.support.servers import live_server
+from tests.support.sse import aiter_events, parse_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
-
-
-def events_of(raw: str) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for block in raw.replace("\r\n", "\n").split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
-        if "event" in lines:
-            out.append((lines["event"], json.loads(lines["data"])))
-    return out
 
 
 async def test_stream_answer_from_real_engine_with_sources(
@@ -45,13 +36,13 @@ async def test_stream_answer_from_real_engine_with_sources(
             },
         )
     assert r.status_code == 200
-    events = events_of(r.text)
-    names = [e for e, _ in events]
+    events = parse_events(r.text)
+    names = [e.event for e in events]
     assert names[0] == "sources" and names[-1] == "done"
     assert names.count("done") == 1 and "error" not in names
     assert names.count("token") >= 1
-    assert "464 degrees" in events[0][1]["sources"][0]["text"]
-    done = events[-1][1]
+    assert "464 degrees" in events[0].data["sources"][0]["text"]
+    done = events[-1].data
     assert done["finish_reason"] in ("stop", "length")
     assert done["usage"]["completion_tokens"] > 0 and done["usage"]["prompt_tokens"] > 50
 
@@ -64,8 +55,8 @@ async def test_client_disconnect_aborts_the_engine_request(
         async with httpx.AsyncClient(base_url=url, timeout=120) as c:
             body = {"question": "Describe the Solar System in detail.", "max_tokens": 1000}
             async with c.stream("POST", "/v1/ask/stream", json=body) as r:
-                async for line in r.aiter_lines():
-                    if line.startswith("event: token"):
+                async for event in aiter_events(r.aiter_lines()):
+                    if event.event == "token":
                         break
                 assert vllm_engine.active_requests() == 1
             # Leaving the block closes the connection mid-stream.

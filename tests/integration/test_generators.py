@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -17,6 +18,7 @@ from pipelines.generators.openai_server import OpenAIServerGenerator
 from pipelines.generators.vllm_engine import VllmEngineGenerator, auto_cpu_dtype
 from pipelines.settings import LLMModel, LLMSettings, Settings
 from pipelines.types import ChatMessage, GenerationChunk, GenerationRequest
+from tests.support.sockets import loopback_socket, url_of
 
 SHORT = [ChatMessage("user", "What is the capital of France? Answer in one word.")]
 LONG = [ChatMessage("user", "Write a very long story about a dragon who learns to cook.")]
@@ -164,6 +166,25 @@ async def completed_requests(base_url: str) -> float:
     return sum(counts)
 
 
+# The server's context (2048) less room for the prompt: with `ignore_eos`, this many tokens
+# take seconds to decode even on a GPU, and the test needs a few requests' worth of time.
+UNENDING_MAX_TOKENS = 1900
+
+
+class IgnoreEosTransport(httpx.AsyncHTTPTransport):
+    """The real transport, adding vLLM's `ignore_eos` sampling option to each chat request:
+    a generation then ends only at max_tokens or when it is aborted."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/chat/completions"):
+            body = {**json.loads(request.content), "ignore_eos": True}
+            headers = [(k, v) for k, v in request.headers.items() if k != "content-length"]
+            extensions = request.extensions
+            request = httpx.Request(request.method, request.url, headers=headers, json=body)
+            request.extensions = extensions
+        return await super().handle_async_request(request)
+
+
 @pytest.mark.slow
 @pytest.mark.vllm
 class TestOpenAIServerGenerator:
@@ -215,11 +236,25 @@ class TestOpenAIServerGenerator:
         assert await generator.ready()
         assert await generator.list_models() == [served_model]
 
+    @pytest_asyncio.fixture
+    async def unending(
+        self, vllm_server: str, served_model: str
+    ) -> AsyncIterator[OpenAIServerGenerator]:
+        """A generator whose requests end only at max_tokens or by an abort, never on EOS."""
+        settings = LLMSettings(base_url=vllm_server, model=served_model)
+        generator = OpenAIServerGenerator(settings, transport=IgnoreEosTransport())
+        try:
+            yield generator
+        finally:
+            await generator.close()
+
     async def test_closing_stream_early_aborts_upstream_request(
-        self, generator: OpenAIServerGenerator, vllm_server: str
+        self, unending: OpenAIServerGenerator, vllm_server: str
     ) -> None:
+        # The request cannot end on its own while the test watches it (where the model chose
+        # to stop was a race against the metrics poll).
         completed_before = await completed_requests(vllm_server)
-        stream = generator.stream(ask(LONG, 1000))
+        stream = unending.stream(ask(LONG, UNENDING_MAX_TOKENS))
         assert (await anext(stream)).text
         await eventually(running(vllm_server, 1), "the server never showed the request running")
 
@@ -237,11 +272,9 @@ class TestOpenAIServerGenerator:
             await asyncio.sleep(30)
             writer.close()
 
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        settings = LLMSettings(
-            base_url=f"http://127.0.0.1:{port}", model=served_model, timeout_s=0.2
-        )
+        sock = loopback_socket()
+        server = await asyncio.start_server(silent, sock=sock)
+        settings = LLMSettings(base_url=url_of(sock), model=served_model, timeout_s=0.2)
         generator = OpenAIServerGenerator(settings)
         try:
             with pytest.raises(UpstreamTimeout):

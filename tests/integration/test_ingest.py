@@ -7,17 +7,19 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from ingest.job import build_pipeline
-from ingest.pipeline import IngestPipeline, IngestSummary
+from ingest.pipeline import IngestSummary
+from pipelines.core import build_core, open_core
 from pipelines.embedder import SentenceTransformerEmbedder
 from pipelines.settings import Settings
-from pipelines.stores.edge import EdgeStore
-from tests.documents import write_pdf
-from tests.integration.helpers import edge_snapshot
+from pipelines.sparse import QdrantBm25Encoder
+from tests.support.documents import CORRUPT_PDF, write_pdf
+from tests.support.snapshots import edge_snapshot, edge_sparse_vectors
 
 pytestmark = pytest.mark.slow
 
@@ -34,21 +36,23 @@ def _write_corpus(root: Path, n: int, version: str = "v1") -> None:
         (root / f"doc{i:03d}.txt").write_text(f"{topic.title()} note {i}\n\n{body}\n")
 
 
-async def _run(
-    settings: Settings,
-    embedder: SentenceTransformerEmbedder,
-    paths: list[Path],
-    prune: bool = False,
-    state_lookup_max_files: int | None = None,
-) -> IngestSummary:
-    store = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
-    try:
-        pipeline: IngestPipeline = build_pipeline(settings, store, embedder)
-        if state_lookup_max_files is not None:
-            pipeline.state_lookup_max_files = state_lookup_max_files
-        return await pipeline.run(paths, "default", prune=prune)
-    finally:
-        await store.close()
+Ingest = Callable[..., Awaitable[IngestSummary]]
+
+
+@pytest.fixture
+def ingest(settings: Settings, embedder: SentenceTransformerEmbedder) -> Ingest:
+    """One ingest run into "default" over `settings`, its store opened and closed around it."""
+
+    async def run(
+        paths: list[Path], prune: bool = False, state_lookup_max_files: int | None = None
+    ) -> IngestSummary:
+        async with open_core(settings, embedder=embedder) as core:
+            pipeline = build_pipeline(core)
+            if state_lookup_max_files is not None:
+                pipeline.state_lookup_max_files = state_lookup_max_files
+            return await pipeline.run(paths, "default", prune=prune)
+
+    return run
 
 
 # What the store holds is read back per file (by source) for small runs, by one full scan for
@@ -58,38 +62,32 @@ STATE_READS = pytest.mark.parametrize("lookup_max", [None, 0], ids=["by-source",
 
 @STATE_READS
 async def test_reingest_unchanged_files_writes_nothing(
-    settings: Settings,
-    embedder: SentenceTransformerEmbedder,
-    tmp_path: Path,
-    lookup_max: int | None,
+    ingest: Ingest, settings: Settings, tmp_path: Path, lookup_max: int | None
 ) -> None:
     docs = tmp_path / "docs"
     _write_corpus(docs, 6)
-    first = await _run(settings, embedder, [docs])
+    first = await ingest([docs])
     assert (first.added, first.updated, first.unchanged, first.failed) == (6, 0, 0, [])
     before = edge_snapshot(settings.qdrant_dir / "default")
-    second = await _run(settings, embedder, [docs], state_lookup_max_files=lookup_max)
+    second = await ingest([docs], state_lookup_max_files=lookup_max)
     assert (second.added, second.updated, second.unchanged, second.chunks) == (0, 0, 6, 0)
     assert edge_snapshot(settings.qdrant_dir / "default") == before
 
 
 @STATE_READS
 async def test_changed_file_replaces_its_chunks_and_leaves_no_stale_one(
-    settings: Settings,
-    embedder: SentenceTransformerEmbedder,
-    tmp_path: Path,
-    lookup_max: int | None,
+    ingest: Ingest, settings: Settings, tmp_path: Path, lookup_max: int | None
 ) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     long = " ".join(f"Paragraph {i} describes the old pump model in detail." for i in range(150))
     (docs / "manual.md").write_text(f"# Manual\n\n{long}")
     (docs / "other.txt").write_text("An unrelated note about tea.")
-    await _run(settings, embedder, [docs])
+    await ingest([docs])
     old = edge_snapshot(settings.qdrant_dir / "default")
     assert len(old) > 3
     (docs / "manual.md").write_text("# Manual\n\nThe new pump model needs no maintenance.")
-    summary = await _run(settings, embedder, [docs], state_lookup_max_files=lookup_max)
+    summary = await ingest([docs], state_lookup_max_files=lookup_max)
     assert (summary.added, summary.updated, summary.unchanged) == (0, 1, 1)
     new = edge_snapshot(settings.qdrant_dir / "default")
     texts = sorted(v[3] for v in new.values())
@@ -100,33 +98,31 @@ async def test_changed_file_replaces_its_chunks_and_leaves_no_stale_one(
 
 
 async def test_prune_deletes_documents_whose_files_are_gone(
-    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+    ingest: Ingest, settings: Settings, tmp_path: Path
 ) -> None:
     docs = tmp_path / "docs"
     _write_corpus(docs, 4)
-    await _run(settings, embedder, [docs])
+    await ingest([docs])
     (docs / "doc001.txt").unlink()
-    kept = await _run(settings, embedder, [docs])  # without --prune nothing is deleted
+    kept = await ingest([docs])  # without --prune nothing is deleted
     assert kept.deleted == 0
-    pruned = await _run(settings, embedder, [docs], prune=True)
+    pruned = await ingest([docs], prune=True)
     assert (pruned.deleted, pruned.unchanged) == (1, 3)
     doc_ids = {v[0] for v in edge_snapshot(settings.qdrant_dir / "default").values()}
     assert len(doc_ids) == 3
 
 
 async def test_bad_files_are_reported_and_the_rest_lands(
-    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+    ingest: Ingest, settings: Settings, tmp_path: Path
 ) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "good.md").write_text("# Good\n\nThis document is fine.")
-    (docs / "broken.pdf").write_bytes(
-        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Pages 9 0 R >>\ntrash"
-    )
+    (docs / "broken.pdf").write_bytes(CORRUPT_PDF)
     (docs / "photo.txt").write_bytes(bytes(range(256)) * 64)
     (docs / "latin1.txt").write_bytes("na\xefve caf\xe9".encode("latin-1"))
     (docs / "empty.md").write_text("")
-    summary = await _run(settings, embedder, [docs, tmp_path / "missing.txt"])
+    summary = await ingest([docs, tmp_path / "missing.txt"])
     reasons = {Path(f["source"]).name: f["reason"] for f in summary.failed}
     assert set(reasons) == {"broken.pdf", "photo.txt", "latin1.txt", "empty.md", "missing.txt"}
     assert "PDF" in reasons["broken.pdf"]
@@ -137,7 +133,7 @@ async def test_bad_files_are_reported_and_the_rest_lands(
 
 
 async def test_real_pdf_and_docx_carry_pages_and_titles(
-    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+    ingest: Ingest, settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
 ) -> None:
     import docx
 
@@ -150,16 +146,15 @@ async def test_real_pdf_and_docx_carry_pages_and_titles(
     write_pdf(
         docs / "animals.pdf", ["Page one talks about llamas.", "Page two talks about alpacas."]
     )
-    summary = await _run(settings, embedder, [docs])
+    summary = await ingest([docs])
     assert summary.failed == []
     assert summary.added == 2
     snap = edge_snapshot(settings.qdrant_dir / "default")
     texts = sorted(v[3] for v in snap.values())
     assert any("alpacas" in t for t in texts)
     assert any("reset button" in t for t in texts)
-    store = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
-    try:
-        hits = await store.search(
+    async with open_core(settings, embedder=embedder) as core:
+        hits = await core.store.search(
             "default",
             dense=embedder.embed_queries(["alpacas"])[0],
             sparse=None,
@@ -167,8 +162,6 @@ async def test_real_pdf_and_docx_carry_pages_and_titles(
             mode="dense",
             filters={"page": 2},
         )
-    finally:
-        await store.close()
     assert hits[0].payload["title"] == "animals"
     assert "alpacas" in hits[0].text
 
@@ -234,27 +227,27 @@ def test_ingest_killed_mid_run_converges_on_rerun(tmp_path: Path) -> None:
 
 
 async def test_a_folder_without_documents_changes_nothing(
-    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+    ingest: Ingest, settings: Settings, tmp_path: Path
 ) -> None:
     docs = tmp_path / "docs"
     _write_corpus(docs, 2)
-    await _run(settings, embedder, [docs])
+    await ingest([docs])
     before = edge_snapshot(settings.qdrant_dir / "default")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "image.png").write_bytes(b"\x89PNG")  # not a supported type
-    summary = await _run(settings, embedder, [tmp_path / "empty"])
+    summary = await ingest([tmp_path / "empty"])
     assert (summary.files, summary.added, summary.unchanged, summary.failed) == (0, 0, 0, [])
     assert edge_snapshot(settings.qdrant_dir / "default") == before
 
 
 async def test_ingest_while_another_process_holds_the_store_says_what_to_do(
-    settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+    ingest: Ingest, settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
 ) -> None:
     docs = tmp_path / "docs"
     _write_corpus(docs, 1)
-    await _run(settings, embedder, [docs])
-    holder = EdgeStore(settings.qdrant_dir, dim=embedder.dim, embedding_model=embedder.name)
-    await holder.ensure_collection("default", create=False)  # like a running `rag serve`
+    await ingest([docs])
+    holder = build_core(settings, embedder=embedder)
+    await holder.store.ensure_collection("default", create=False)  # like a running `rag serve`
     try:
         proc = _cli(["ingest", str(docs)], settings.data_dir)
         out, err = proc.communicate(timeout=300)
@@ -265,3 +258,21 @@ async def test_ingest_while_another_process_holds_the_store_says_what_to_do(
     assert "collection 'default'" in message and "is open in another process" in message
     assert "POST /v1/collections/default/documents" in message
     assert "Traceback" not in err
+
+
+async def test_ingest_writes_bm25_vectors_with_the_configured_parameters(
+    make_settings: Callable[..., Settings], embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    settings = make_settings(retrieval={"bm25_k1": 1.3, "bm25_avg_len": 64})
+    text = "# Pump care\n\nThe pump needs oil every month, and the pump filter every year."
+    (tmp_path / "pump.md").write_text(text)
+    async with open_core(settings, embedder=embedder) as core:
+        assert isinstance(core.sparse, QdrantBm25Encoder)
+        assert (core.sparse.k1, core.sparse.avg_len) == (1.3, 64)
+        await build_pipeline(core).run([tmp_path / "pump.md"], "default")
+    stored = edge_sparse_vectors(settings.qdrant_dir / "default")
+    configured, default = (
+        encoder.encode_documents([text])[0] for encoder in (core.sparse, QdrantBm25Encoder())
+    )
+    assert stored == {text: dict(zip(configured.indices, configured.values, strict=True))}
+    assert stored[text] != dict(zip(default.indices, default.values, strict=True))

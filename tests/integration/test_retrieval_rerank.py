@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from app.services import Services
+from ingest.job import build_pipeline
+from pipelines.core import open_core
+from pipelines.embedder import SentenceTransformerEmbedder
 from pipelines.errors import ConfigError
 from pipelines.rerank import CrossEncoderReranker, build_reranker
-from pipelines.retrieval import RetrievalService
-from pipelines.settings import RetrievalSettings
-from pipelines.sparse import QdrantBm25Encoder
+from pipelines.settings import RetrievalSettings, Settings
+from tests.support.seeds import ingest_samples
 
 pytestmark = pytest.mark.slow
 
@@ -41,22 +43,19 @@ def test_a_missing_reranker_model_is_a_config_error(tmp_path: Path) -> None:
 
 
 async def test_reranker_reorders_the_candidates_by_its_own_scores(
-    services: Services, cross_encoder_dir: Path
+    make_settings: Callable[..., Settings],
+    embedder: SentenceTransformerEmbedder,
+    cross_encoder_dir: Path,
 ) -> None:
-    reranker = build_reranker(RetrievalSettings(rerank_model=str(cross_encoder_dir)))
-    assert reranker is not None
     query = "How hot is the surface of Venus?"
-    base = RetrievalService(services.store, services.embedder, QdrantBm25Encoder(), dedupe=False)
-    candidates = await base.search(query, "default", k=4)
-    reranked_service = RetrievalService(
-        services.store,
-        services.embedder,
-        QdrantBm25Encoder(),
-        reranker=reranker,
-        rerank_candidates=4,
-        dedupe=False,
-    )
-    hits = await reranked_service.search(query, "default", k=3)
+    async with open_core(make_settings(retrieval={"dedupe": False}), embedder=embedder) as core:
+        await ingest_samples(core)
+        candidates = await core.retrieval.search(query, "default", k=4)
+    reranking = {"dedupe": False, "rerank_model": str(cross_encoder_dir), "rerank_candidates": 4}
+    async with open_core(make_settings(retrieval=reranking), embedder=embedder) as core:
+        reranker = core.retrieval.reranker
+        assert reranker is not None
+        hits = await core.retrieval.search(query, "default", k=3)
     expected = sorted(
         zip(reranker.score(query, [h.text for h in candidates]), candidates, strict=True),
         key=lambda pair: pair[0],
@@ -66,17 +65,18 @@ async def test_reranker_reorders_the_candidates_by_its_own_scores(
     assert [h.score for h in hits] == pytest.approx([s for s, _ in expected], abs=1e-5)
 
 
-async def test_duplicate_documents_are_returned_once(services: Services, tmp_path: Path) -> None:
-    from ingest.job import build_pipeline
-
+async def test_duplicate_documents_are_returned_once(
+    make_settings: Callable[..., Settings], embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
     text = "The Great Red Spot on Jupiter is a storm larger than the Earth.\n"
     for name in ("a.txt", "b.txt"):
-        (tmp_path / name).write_text(text)
-    await build_pipeline(services.settings, services.store, services.embedder).run(
-        [tmp_path], "dups"
-    )
+        (docs / name).write_text(text)
     query = "storm on Jupiter"
-    kept = await services.retrieval.search(query, "dups", k=2)
-    raw = RetrievalService(services.store, services.embedder, QdrantBm25Encoder(), dedupe=False)
-    assert len(await raw.search(query, "dups", k=2)) == 2
+    async with open_core(make_settings(), embedder=embedder) as core:
+        await build_pipeline(core).run([docs], "dups")
+        kept = await core.retrieval.search(query, "dups", k=2)
+    async with open_core(make_settings(retrieval={"dedupe": False}), embedder=embedder) as raw:
+        assert len(await raw.retrieval.search(query, "dups", k=2)) == 2
     assert len(kept) == 1

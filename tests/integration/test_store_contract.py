@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from qdrant_client import AsyncQdrantClient
 from pipelines.errors import CollectionNotFound, InvalidInput, SchemaMismatch
 from pipelines.identity import chunk_point_id
 from pipelines.ports import VectorStore
+from pipelines.ranking import HybridParams
 from pipelines.sparse import QdrantBm25Encoder
+from pipelines.stores.config import StoreConfig
 from pipelines.stores.edge import EdgeStore
 from pipelines.stores.server import QdrantServerStore
 from pipelines.types import Chunk, EmbeddedChunk, Range
@@ -19,11 +22,16 @@ from pipelines.types import Chunk, EmbeddedChunk, Range
 DIM = 4
 
 
-def _store(kind: str, root: Path, dim: int = DIM) -> VectorStore:
+def _store(
+    kind: str, root: Path, dim: int = DIM, hybrid: HybridParams | None = None
+) -> VectorStore:
+    """A store tuned like the product's (the settings' defaults), on either backend."""
+    config = StoreConfig.from_settings(dim=dim, embedding_model="test")
+    if hybrid is not None:
+        config = replace(config, hybrid=hybrid)
     if kind == "edge":
-        return EdgeStore(root / "edge", dim=dim, embedding_model="test")
-    client = AsyncQdrantClient(path=str(root / "local"))
-    return QdrantServerStore(client, dim=dim, embedding_model="test")
+        return EdgeStore(root / "edge", config)
+    return QdrantServerStore(AsyncQdrantClient(path=str(root / "local")), config)
 
 
 @pytest.fixture(params=["edge", "server"])

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from qdrant_client import AsyncQdrantClient
 
 from pipelines.ports import VectorStore
-from pipelines.stores.common import HybridParams
-from pipelines.stores.edge import EdgeStore
-from pipelines.stores.server import QdrantServerStore
+from pipelines.ranking import HybridParams
 from pipelines.types import Hit
-from tests.integration.test_store_contract import _BM25, DIM, _seed
+from tests.integration.test_store_contract import _BM25, _seed, _store
 
 
-def _store(kind: str, root: Path, hybrid: HybridParams | None = None) -> VectorStore:
-    if kind == "edge":
-        return EdgeStore(root / "edge", dim=DIM, embedding_model="test", hybrid=hybrid)
-    client = AsyncQdrantClient(path=str(root / "local"))
-    return QdrantServerStore(client, dim=DIM, embedding_model="test", hybrid=hybrid)
+@asynccontextmanager
+async def _seeded(
+    kind: str, root: Path, hybrid: HybridParams | None = None
+) -> AsyncIterator[VectorStore]:
+    store = _store(kind, root, hybrid=hybrid)
+    try:
+        await _seed(store)
+        yield store
+    finally:
+        await store.close()
 
 
 def _ranked(hits: list[Hit]) -> list[tuple[str, float]]:
@@ -31,9 +35,7 @@ async def test_both_adapters_fuse_hybrid_results_identically(tmp_path: Path, fus
     params = HybridParams(fusion=fusion, dense_weight=0.6)
     results = []
     for kind in ("edge", "server"):
-        store = _store(kind, tmp_path, params)
-        try:
-            await _seed(store)
+        async with _seeded(kind, tmp_path, params) as store:
             hits = await store.search(
                 "c",
                 dense=[0.5, 0.4, 0.0, 0.1],  # no tied dense scores: RRF ranks them
@@ -55,8 +57,6 @@ async def test_both_adapters_fuse_hybrid_results_identically(tmp_path: Path, fus
                 mode="hybrid",
             )
             assert _ranked(deferred) == _ranked(hits)
-        finally:
-            await store.close()
     assert results[0] == results[1]
     assert len(results[0]) == 4
 
@@ -65,9 +65,7 @@ async def test_both_adapters_fuse_hybrid_results_identically(tmp_path: Path, fus
 async def test_hybrid_applies_filters_inside_both_candidate_queries(
     tmp_path: Path, kind: str
 ) -> None:
-    store = _store(kind, tmp_path)
-    try:
-        await _seed(store)
+    async with _seeded(kind, tmp_path) as store:
         hits = await store.search(
             "c",
             dense=[1.0, 0.0, 0.0, 0.0],
@@ -77,17 +75,13 @@ async def test_hybrid_applies_filters_inside_both_candidate_queries(
             filters={"source": ["/src/b.md", "/src/c.md"]},
         )
         assert {h.payload["doc_id"] for h in hits} == {"d2", "d3"}
-    finally:
-        await store.close()
 
 
 @pytest.mark.parametrize("kind", ["edge", "server"])
 async def test_hybrid_with_no_known_query_term_falls_back_to_dense(
     tmp_path: Path, kind: str
 ) -> None:
-    store = _store(kind, tmp_path)
-    try:
-        await _seed(store)
+    async with _seeded(kind, tmp_path) as store:
         hits = await store.search(
             "c",
             dense=[0.0, 0.0, 1.0, 0.0],
@@ -96,39 +90,29 @@ async def test_hybrid_with_no_known_query_term_falls_back_to_dense(
             mode="hybrid",
         )
         assert hits[0].payload["doc_id"] == "d3"
-    finally:
-        await store.close()
 
 
 @pytest.mark.parametrize("kind", ["edge", "server"])
 async def test_mmr_skips_a_near_copy_of_the_best_hit(tmp_path: Path, kind: str) -> None:
-    plain = _store(kind, tmp_path / "plain")
-    diverse = _store(kind, tmp_path / "mmr", HybridParams(mmr_diversity=0.5))
-    try:
-        for store in (plain, diverse):
-            await _seed(store)
+    async with (
+        _seeded(kind, tmp_path / "plain") as plain,
+        _seeded(kind, tmp_path / "mmr", HybridParams(mmr_diversity=0.5)) as diverse,
+    ):
         q = [1.0, 0.0, 0.3, 0.0]  # d1's two chunks first, then d3
         top = await plain.search("c", dense=q, sparse=None, k=2, mode="dense")
         assert [h.payload["doc_id"] for h in top] == ["d1", "d1"]
         mixed = await diverse.search("c", dense=q, sparse=None, k=2, mode="dense")
         assert mixed[0].chunk_id == top[0].chunk_id
         assert mixed[1].payload["doc_id"] == "d3"
-    finally:
-        await plain.close()
-        await diverse.close()
 
 
 @pytest.mark.parametrize("kind", ["edge", "server"])
 async def test_drop_collection_removes_it_and_tolerates_a_missing_one(
     tmp_path: Path, kind: str
 ) -> None:
-    store = _store(kind, tmp_path)
-    try:
-        await _seed(store)
+    async with _seeded(kind, tmp_path) as store:
         await store.drop_collection("c")
         assert await store.list_collections() == []
         await store.drop_collection("c")
         await store.ensure_collection("c", create=True)
         assert (await store.stats("c")).chunks == 0
-    finally:
-        await store.close()

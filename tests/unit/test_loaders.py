@@ -1,3 +1,5 @@
+"""Loading files into documents: discovery, the text, HTML, PDF and JSONL loaders, refusals."""
+
 from __future__ import annotations
 
 from pathlib import Path

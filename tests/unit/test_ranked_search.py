@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipelines.errors import InvalidInput
-from pipelines.stores.common import HybridParams, Query, Scored, fuse, ranked_search
+from pipelines.ranking import HybridParams, Query, Scored, fuse, ranked_search
 from pipelines.types import Filters, Hit, SparseVector
 
 DENSE_IDS: list[Scored] = [("a", 0.9), ("b", 0.8), ("c", 0.1)]

@@ -18,7 +18,9 @@ from pipelines.settings import LLMSettings
         ("arm64", False, "bfloat16"),
     ],
 )
-def test_cpu_dtype(machine: str, native_bf16: bool, expected: str) -> None:
+def test_cpu_dtype_is_bfloat16_only_where_the_cpu_computes_it_natively(
+    machine: str, native_bf16: bool, expected: str
+) -> None:
     assert cpu_dtype(machine, native_bf16) == expected
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pipelines.retrieval import build_retrieval
+from pipelines.core import build_core
 from pipelines.settings import Settings
 from pipelines.sparse import QdrantBm25Encoder
-from pipelines.stores.edge import EdgeStore
+from pipelines.stores.edge import EdgeStore, edge_request
+from tests.support.fakes import ShapeOnlyEmbedder
 
 
-def test_retrieval_settings_reach_the_service_and_bm25(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, embedder: object
+async def test_retrieval_settings_reach_the_service_and_bm25(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("RAG_RETRIEVAL__BM25_K1", "1.7")
     monkeypatch.setenv("RAG_RETRIEVAL__BM25_B", "0.25")
@@ -22,29 +22,16 @@ def test_retrieval_settings_reach_the_service_and_bm25(
     monkeypatch.setenv("RAG_RETRIEVAL__MODE", "sparse")
     monkeypatch.setenv("RAG_RETRIEVAL__K", "7")
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
-    store = EdgeStore(tmp_path / "q", dim=384, embedding_model="m")
-    service = build_retrieval(settings, store, embedder)  # type: ignore[arg-type]
-    assert isinstance(service.sparse, QdrantBm25Encoder)
-    assert (service.sparse.k1, service.sparse.b) == (1.7, 0.25)
-    assert (service.dedupe, service.default_mode, service.default_k) == (False, "sparse", 7)
-    assert service.reranker is None  # no cross-encoder configured
-
-
-def test_ingest_uses_the_configured_bm25(make_settings: Callable[..., Settings]) -> None:
-    from ingest.job import build_pipeline
-
-    settings = make_settings(retrieval={"bm25_k1": 1.3, "bm25_avg_len": 64})
-
-    class _Embedder:
-        name, dim, max_tokens = "m", 384, 256
-
-        def count_tokens(self, text: str) -> int:
-            return len(text.split())
-
-    pipeline = build_pipeline(settings, object(), _Embedder())  # type: ignore[arg-type]
-    sparse = pipeline._sparse
-    assert isinstance(sparse, QdrantBm25Encoder)
-    assert (sparse.k1, sparse.avg_len) == (1.3, 64)
+    core = build_core(settings, embedder=ShapeOnlyEmbedder())
+    try:
+        service = core.retrieval
+        assert isinstance(service.sparse, QdrantBm25Encoder)
+        assert service.sparse is core.sparse  # the one encoder ingest writes with
+        assert (service.sparse.k1, service.sparse.b) == (1.7, 0.25)
+        assert (service.dedupe, service.default_mode, service.default_k) == (False, "sparse", 7)
+        assert service.reranker is None  # no cross-encoder configured
+    finally:
+        await core.close()
 
 
 @pytest.mark.parametrize(
@@ -76,7 +63,9 @@ async def test_qdrant_storage_settings_reach_the_created_shard(
     quantization = config["vectors"]["dense"].get("quantization_config")
     assert (quantization or {}).get("scalar", {}).get("type") == expected
     assert config["payload_memory"] == payload
-    assert store._ef == 99
+    query = [1.0, 0.0, 0.0, 0.0]
+    search = edge_request(store.nearest(query, limit=10, k=10, filters=None, candidates=False))
+    assert search.params is not None and search.params.hnsw_ef == 99
 
 
 @pytest.mark.parametrize("rescore", [False, True])
@@ -91,8 +80,8 @@ def test_fusion_candidates_rescore_only_when_configured(
     store = build_store(settings, dim=4, embedding_model="m")
     assert isinstance(store, EdgeStore)
     query = [1.0, 0.0, 0.0, 0.0]
-    fused = store._request(query, limit=200, k=20, filters=None, candidates=True)
-    final = store._request(query, limit=10, k=10, filters=None, candidates=False)
+    fused = edge_request(store.nearest(query, limit=200, k=20, filters=None, candidates=True))
+    final = edge_request(store.nearest(query, limit=10, k=10, filters=None, candidates=False))
     assert fused.params is not None and final.params is not None
     assert fused.params.quantization.rescore is rescore
     assert final.params.quantization.rescore is True  # a plain search's k always are

@@ -1,3 +1,5 @@
+"""Chunking measured with the real model's tokenizer: token budgets, character spans, headings."""
+
 from __future__ import annotations
 
 from ingest.chunking import Chunker

@@ -1,21 +1,24 @@
-"""Real document files built in tests (a PDF with a text layer, one page per text)."""
+"""Document files built in tests: a real PDF with a text layer, and one that is broken."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+# A PDF header, then an object that points at a missing page tree, then garbage.
+CORRUPT_PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Pages 9 0 R >>\ntrash"
+
 
 def write_pdf(path: Path, pages: list[str]) -> Path:
     """A small real PDF: each text on its own page, in Helvetica, extractable by pypdf."""
     from pypdf import PdfWriter
-    from pypdf.generic import DictionaryObject, NameObject, StreamObject
+    from pypdf.generic import ContentStream, DecodedStreamObject, DictionaryObject, NameObject
 
     writer = PdfWriter()
     for text in pages:
         page = writer.add_blank_page(width=300, height=200)
-        stream = StreamObject()
+        stream = DecodedStreamObject()
         stream.set_data(f"BT /F1 12 Tf 20 100 Td ({text}) Tj ET".encode())
-        page[NameObject("/Contents")] = writer._add_object(stream)
+        page.replace_contents(ContentStream(stream, writer))
         font = DictionaryObject(
             {
                 NameObject("/Type"): NameObject("/Font"),

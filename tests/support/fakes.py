@@ -1,9 +1,11 @@
-"""A scripted Generator behind the port, for API-shape tests only (vLLM tests use the real one)."""
+"""Test doubles behind the ports, where the real part is not what a test is about: a scripted
+Generator for API-shape tests (vLLM tests use the real one), and an Embedder with the model's
+shape and no model for wiring tests in tests/unit."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from pipelines.errors import GenerationFailed, GeneratorUnavailable
@@ -12,6 +14,9 @@ from pipelines.types import GenerationChunk, GenerationRequest
 
 @dataclass
 class ScriptedGenerator:
+    """Streams `tokens` (after `delay_s` each), or fails where told; records every request,
+    which are running and which were abandoned before their end."""
+
     tokens: list[str] = field(default_factory=lambda: ["Venus ", "is ", "hot ", "[1]", "."])
     fail_before_first: bool = False
     fail_after: int | None = None
@@ -65,3 +70,31 @@ class ScriptedGenerator:
 
     async def close(self) -> None:
         return None
+
+    def reset(self) -> None:
+        """Back to the default script with nothing recorded (one server serves many tests)."""
+        fresh = ScriptedGenerator()
+        self.tokens, self.fail_before_first, self.fail_after = fresh.tokens, False, None
+        self.delay_s, self.rewrite_to = fresh.delay_s, None
+        self.requests.clear()
+        self.active.clear()
+        self.aborted.clear()
+
+
+@dataclass(frozen=True)
+class ShapeOnlyEmbedder:
+    """The bundled model's name and shape, and no model: for tests of what is wired to what,
+    which never embed (tests/unit loads no model). Tokens are whitespace-separated words."""
+
+    name: str = "m"
+    dim: int = 384
+    max_tokens: int = 256
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        raise AssertionError("a wiring test embedded a document: move it to tests/integration")
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        raise AssertionError("a wiring test embedded a query: move it to tests/integration")

@@ -1,4 +1,5 @@
-"""Hybrid fusion, MMR and near-duplicate removal against hand-computed rankings."""
+"""Ranking (pipelines/ranking.py): hybrid fusion, MMR, near-duplicate removal and rescoring
+depth, against hand-computed rankings."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import uuid
 
 import pytest
 
-from pipelines.retrieval import dedupe_hits
-from pipelines.stores.common import HybridParams, fuse, mmr
+from pipelines.ranking import HybridParams, dedupe_hits, fuse, mmr
 from pipelines.types import Hit
 
 
@@ -103,7 +103,7 @@ def test_dedupe_drops_near_identical_chunks_and_keeps_the_better_one() -> None:
 def test_rescoring_oversamples_for_the_final_k_not_the_candidate_depth(
     k: int, depth: int, expected: float
 ) -> None:
-    from pipelines.stores.common import rescore_oversampling
+    from pipelines.ranking import rescore_oversampling
 
     assert rescore_oversampling(2.0, k, depth) == pytest.approx(expected)
     assert rescore_oversampling(1.0, k, depth) == 1.0

@@ -1,85 +1,38 @@
-"""What both Qdrant adapters share: names, vector layout, payload fields, id scheme."""
+"""How hits are ranked: the search plan, hybrid fusion, MMR and near-duplicate removal."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import numpy as np
 
-from pipelines.errors import InvalidInput
 from pipelines.settings import RetrievalSettings
-from pipelines.types import DenseQuery, DocState, Filters, Hit, SearchMode, SparseVector
+from pipelines.types import DenseQuery, Filters, Hit, SearchMode, SparseVector
 
-DENSE = "dense"
-SPARSE = "bm25"
-# Payload fields with a keyword index in every collection.
-KEYWORD_INDEXES = ("doc_id", "collection", "source", "content_hash")
-# What document_states() reads back, without vectors or text.
-STATE_FIELDS = ["doc_id", "source", "content_hash", "chunk_count"]
-SCROLL_PAGE = 1024
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def check_collection_name(name: str) -> str:
-    if not _NAME.match(name) or ".." in name:
-        raise InvalidInput(
-            f"invalid collection name '{name}': use 1-64 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def mismatch_message(collection: str, have: str, want: str) -> str:
-    return (
-        f"collection '{collection}' was built with {have}, but the configured embedder gives "
-        f"{want}. Ingest into another collection (--collection NAME), set RAG_EMBEDDING__MODEL "
-        f"back to the model it was built with, or delete the collection and re-ingest."
-    )
-
-
-def add_states(states: dict[str, DocState], payloads: Iterable[dict[str, Any]]) -> None:
-    """Fold scrolled payloads (STATE_FIELDS) into per-document states."""
-    for pl in payloads:
-        doc_id = str(pl.get("doc_id"))
-        st = states.get(doc_id)
-        if st is None:
-            st = states[doc_id] = DocState(doc_id=doc_id, source=str(pl.get("source")))
-        st.chunks += 1
-        st.hashes.add(str(pl.get("content_hash")))
-        st.expected_chunks = int(pl.get("chunk_count") or 0)
-
-
-def dense_of(vector: Any) -> list[float]:
-    """The dense vector of a retrieved record (named vectors or a bare list; [] if none)."""
-    named = vector.get(DENSE) if isinstance(vector, dict) else vector
-    return [float(x) for x in named] if isinstance(named, list) else []
-
-
-# -- hybrid fusion and MMR: computed here so that both adapters rank exactly alike ----------
+_RETRIEVAL = RetrievalSettings()  # the defaults live in the settings, once
 
 Scored = tuple[Any, float]  # (point id, score), best first
+Query = list[float] | SparseVector
 
 
 @dataclass(frozen=True, slots=True)
 class HybridParams:
     """How dense and sparse candidates are fused (RetrievalSettings has the meaning of each)."""
 
-    fusion: str = "convex"
-    dense_weight: float = 0.5
-    rrf_k: int = 60
-    prefetch: int = 200
-    mmr_diversity: float = 0.0
+    fusion: str = _RETRIEVAL.fusion
+    dense_weight: float = _RETRIEVAL.dense_weight
+    rrf_k: int = _RETRIEVAL.rrf_k
+    prefetch: int = _RETRIEVAL.prefetch
+    mmr_diversity: float = _RETRIEVAL.mmr_diversity
 
     @classmethod
     def from_settings(cls, r: RetrievalSettings | None = None) -> HybridParams:
-        r = r or RetrievalSettings()
+        r = r or _RETRIEVAL
         return cls(
             fusion=r.fusion,
             dense_weight=r.dense_weight,
@@ -95,6 +48,9 @@ class HybridParams:
     def mmr_candidates(self, k: int) -> int:
         """MMR picks k from the best few times k candidates."""
         return max(4 * k, 40)
+
+
+# -- fusion and MMR: computed here so that both Qdrant backends rank exactly alike ----------
 
 
 def _normalized(scored: Sequence[Scored], how: str) -> dict[Any, float]:
@@ -184,13 +140,11 @@ def rescore_oversampling(oversampling: float, k: int, depth: int) -> float:
     return max(1.0, min(oversampling, oversampling * k / max(depth, 1)))
 
 
-# -- one search plan for both adapters ------------------------------------------------------
-
-Query = list[float] | SparseVector
+# -- the search plan ------------------------------------------------------------------------
 
 
 class CandidateSource(Protocol):
-    """What an adapter gives ranked_search: nearest points for one query vector (dense or
+    """What ranked_search needs from a store: nearest points for one query vector (dense or
     sparse, filters inside the vector query) and records by id."""
 
     async def nearest_hits(
@@ -288,33 +242,61 @@ async def ranked_search(
     return await source.hits(collection, ranked)
 
 
-class RankedSearch:
-    """`VectorStore.search` for an adapter that is a CandidateSource: ranked_search with the
-    adapter's fusion parameters, after checking the collection."""
+# -- near-duplicate removal -----------------------------------------------------------------
 
-    _hybrid: HybridParams
+Shingles = set[int]
 
-    async def ensure_collection(self, collection: str, *, create: bool) -> None:
-        raise NotImplementedError
 
-    async def search(
-        self,
-        collection: str,
-        *,
-        dense: DenseQuery | None,
-        sparse: SparseVector | None,
-        k: int,
-        mode: SearchMode,
-        filters: Filters | None = None,
-    ) -> list[Hit]:
-        await self.ensure_collection(collection, create=False)
-        return await ranked_search(
-            cast(CandidateSource, self),
-            collection,
-            dense=dense,
-            sparse=sparse,
-            k=k,
-            mode=mode,
-            filters=filters,
-            params=self._hybrid,
-        )
+def _shingles(text: str) -> Shingles:
+    """Hashes of the word 3-grams (ints: no tuples left for the garbage collector to track)."""
+    words = text.lower().split()
+    if len(words) < 3:
+        words += [""] * (3 - len(words))
+    return set(map(hash, zip(words, words[1:], words[2:], strict=False)))
+
+
+_SKETCH = 16  # bottom-k hashes per text: near-identical texts share most of them
+
+
+def _bottom(hashes: Shingles) -> list[int]:
+    """The _SKETCH smallest hashes (numpy's partition: half the time of heapq.nsmallest)."""
+    if len(hashes) <= _SKETCH:
+        return list(hashes)
+    values = np.fromiter(hashes, dtype=np.int64, count=len(hashes))
+    smallest: list[int] = np.partition(values, _SKETCH - 1)[:_SKETCH].tolist()
+    return smallest
+
+
+def dedupe_hits(hits: Sequence[Hit], similarity: float, limit: int | None = None) -> list[Hit]:
+    """Keep the first (best) of near-identical chunks: word 3-shingle Jaccard >= similarity.
+
+    Only hits sharing a quarter of their bottom-k shingle hashes with a kept one are compared
+    exactly, so the cost grows linearly with the hits. Stops once `limit` hits are kept.
+    """
+    kept: list[Hit] = []
+    seen: list[Shingles] = []
+    by_hash: dict[int, list[int]] = {}
+    for hit in hits:
+        if limit is not None and len(kept) >= limit:
+            break
+        sh = _shingles(hit.text)
+        sketch = _bottom(sh)
+        shared_hashes: dict[int, int] = {}
+        for h in sketch:
+            for i in by_hash.get(h, ()):
+                shared_hashes[i] = shared_hashes.get(i, 0) + 1
+        duplicate = False
+        for i, count in shared_hashes.items():
+            if count * 4 < len(sketch):
+                continue
+            other = seen[i]
+            shared = len(sh & other)
+            if shared >= similarity * (len(sh) + len(other) - shared):
+                duplicate = True
+                break
+        if not duplicate:
+            for h in sketch:
+                by_hash.setdefault(h, []).append(len(seen))
+            kept.append(hit)
+            seen.append(sh)
+    return kept

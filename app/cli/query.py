@@ -1,0 +1,212 @@
+"""`rag search`, `rag ask` and `rag stats`: querying a knowledge base from the shell."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from app.cli.console import check_mode, console, fail, out, run, start_command
+from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.types import Hit
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("-k", help="How many chunks.")] = 5,
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
+    mode: Annotated[str, typer.Option(help="dense, sparse or hybrid")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the chunks that best match a query."""
+    start_command()
+    from pipelines.core import open_core
+
+    settings = Settings()
+    search_mode = check_mode(mode)
+
+    async def main() -> list[dict[str, Any]]:
+        async with open_core(settings) as core:
+            hits = await core.retrieval.search(query, collection, k=k, mode=search_mode)
+            return [_hit_json(h) for h in hits]
+
+    hits = run(main())
+    if as_json:
+        out.print_json(json.dumps(hits))
+        return
+    if not hits:
+        out.print("no results")
+    for i, h in enumerate(hits, 1):
+        where = h["source"] + (f" p.{h['page']}" if h.get("page") else "")
+        out.print(f"[bold]{i}.[/] {h['score']:.3f}  [cyan]{h['title']}[/]  ({where})")
+        out.print("   " + " ".join(str(h["text"]).split())[:300])
+
+
+def _hit_json(hit: Hit) -> dict[str, Any]:
+    """A hit as `rag search --json` prints it: its payload (less the collection), score and
+    chunk id."""
+    payload = {k: v for k, v in hit.payload.items() if k != "collection"}
+    return {**payload, "score": hit.score, "chunk_id": hit.chunk_id}
+
+
+def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Documents and chunks per collection."""
+    start_command()
+    from pipelines.core import open_core
+
+    settings = Settings()
+
+    async def main() -> list[dict[str, Any]]:
+        async with open_core(settings) as core:
+            rows = []
+            for name in await core.store.list_collections():
+                s = await core.store.stats(name)
+                rows.append({"name": s.name, "documents": s.documents, "chunks": s.chunks})
+            return rows
+
+    rows = run(main())
+    if as_json:
+        out.print_json(json.dumps({"collections": rows}))
+        return
+    table = Table("collection", "documents", "chunks")
+    for r in rows:
+        table.add_row(r["name"], str(r["documents"]), str(r["chunks"]))
+    out.print(table)
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question.")],
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
+    k: Annotated[int | None, typer.Option("-k", help="How many chunks to retrieve.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Answer length limit.")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="A running ragserve (default http://RAG_SERVER__HOST:RAG_SERVER__PORT)."),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Do not use a server: load the model in this process.")
+    ] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="The service's API key (default: RAG_SERVER__API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Ask a question: the answer streams in, then its numbered sources.
+
+    Uses the running service when there is one (fast), else loads the model in-process.
+    """
+    start_command()
+    import httpx
+
+    settings = Settings()
+    body: dict[str, Any] = {"question": question, "collection": collection}
+    if k:
+        body["k"] = k
+    if max_tokens:
+        body["max_tokens"] = max_tokens
+    base = url or f"http://{settings.server.host}:{settings.server.port}"
+    if local:
+        raise typer.Exit(run(ask_local(settings, body)))
+    key = api_key or (
+        settings.server.api_key.get_secret_value() if settings.server.api_key else None
+    )
+    try:
+        code = run(ask_remote(base, body, key))
+    except httpx.ConnectError:
+        if url:
+            raise fail(f"no ragserve at {url}") from None
+        console.print(f"[dim]no service at {base}[/]")
+        code = run(ask_local(settings, body))
+    raise typer.Exit(code)
+
+
+async def ask_remote(url: str, body: dict[str, Any], api_key: str | None = None) -> int:
+    """Stream the answer from the service at `url` (`POST /v1/ask/stream`); the exit status:
+    0 answered, 1 an error event mid-answer, 2 refused before the stream."""
+    import httpx
+
+    from pipelines.sse_client import aiter_sse
+
+    timeout = httpx.Timeout(300, connect=3)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers) as client,
+        client.stream("POST", "/v1/ask/stream", json=body) as resp,
+    ):
+        if resp.status_code != 200:
+            err = json.loads(await resp.aread()).get("error", {})
+            console.print(f"[bold red]error[/] ({resp.status_code}): {err.get('message')}")
+            return 2
+        sources: list[dict[str, Any]] = []
+        async for event in aiter_sse(resp.aiter_lines()):
+            data = json.loads(event.data)
+            if event.event == "sources":
+                sources = data["sources"]
+            elif event.event == "token":
+                _print_text(data["text"])
+            elif event.event == "error":
+                console.print(f"\n[bold red]error[/]: {data['error']['message']}")
+                return 1
+            elif event.event == "done":
+                out.print()
+                _print_sources(sources)
+                ms = data["latency_ms"]
+                console.print(
+                    f"[dim]retrieval {ms['retrieval']:.0f} ms · first token "
+                    f"{ms['ttft']:.0f} ms · total {ms['total']:.0f} ms[/]"
+                )
+    return 0
+
+
+async def ask_local(settings: Settings, body: dict[str, Any]) -> int:
+    """Answer in this process: the core and the configured generator, started for one answer."""
+    from app.schemas import SourceOut
+    from pipelines.chain import AskInput, RagChain
+    from pipelines.core import open_core
+    from pipelines.generators import build_generator
+    from pipelines.types import ChatMessage
+
+    console.print("[dim]starting the model in-process (about a minute on a CPU)...[/]")
+    async with open_core(settings) as core:
+        generator = await build_generator(settings)
+        try:
+            ask = AskInput(
+                messages=[ChatMessage("user", body["question"])],
+                collection=body["collection"],
+                k=body.get("k"),
+                max_tokens=body.get("max_tokens") or settings.llm.max_tokens,
+                temperature=settings.llm.temperature,
+            )
+            answer = await RagChain(core.retrieval, generator).answer(ask)
+            try:
+                async for chunk in answer.chunks():
+                    _print_text(chunk.text)
+            finally:
+                await answer.aclose()
+        finally:
+            await generator.close()
+        out.print()
+        _print_sources([SourceOut.of(s).model_dump() for s in answer.sources])
+    return 0
+
+
+def _print_text(text: str) -> None:
+    out.print(text, end="", soft_wrap=True, highlight=False, markup=False)
+
+
+def _print_sources(sources: Sequence[Mapping[str, Any]]) -> None:
+    if not sources:
+        return
+    out.print("\n[bold]Sources[/]")
+    for s in sources:
+        where = str(s["source"]) + (f" p.{s['page']}" if s.get("page") else "")
+        out.print(f"  [{s['n']}] [cyan]{s['title']}[/] ({where})")

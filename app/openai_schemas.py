@@ -1,0 +1,172 @@
+"""The OpenAI-compatible wire shapes: chat completion requests, responses, stream chunks, models."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.schemas import FilterValue, SourceOut, UsageOut
+from pipelines.types import SearchMode
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class OAIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's request; unknown OpenAI fields are accepted and ignored."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "rag:default",
+                    "messages": [{"role": "user", "content": "How hot is Venus?"}],
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                    "k": 5,
+                },
+            ]
+        },
+    )
+
+    model: str = Field(description="`rag:<collection>`, `ragserve` (default collection) or alias")
+    messages: list[OAIMessage] = Field(min_length=1, max_length=50)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    n: int = Field(default=1, ge=1, le=1, description="Only one choice is supported.")
+    # RAG extras (extra body fields in the OpenAI SDKs).
+    collection: str | None = None
+    k: int | None = Field(default=None, ge=1, le=50)
+    mode: SearchMode | None = None
+    filters: dict[str, FilterValue] | None = None
+    llm_model: str | None = Field(default=None, description="Generator model name or alias")
+
+    @field_validator("messages")
+    @classmethod
+    def _last_is_user(cls, messages: list[OAIMessage]) -> list[OAIMessage]:
+        if messages[-1].role != "user" or not messages[-1].text().strip():
+            raise ValueError("the last message must be a non-empty user message")
+        return messages
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "ragserve"
+
+
+class ModelList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": "ragserve",
+                            "object": "model",
+                            "created": 1764500000,
+                            "owned_by": "ragserve",
+                        },
+                        {
+                            "id": "rag:default",
+                            "object": "model",
+                            "created": 1764500000,
+                            "owned_by": "ragserve",
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    logprobs: Any = None
+    finish_reason: str
+
+
+class ChatCompletion(BaseModel):
+    """`chat.completion`, with the answer's sources in an extra `sources` field."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: UsageOut
+    sources: list[SourceOut]
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    logprobs: Any = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """`chat.completion.chunk`; the last content chunk carries `sources`, a usage chunk (when
+    asked for) has no choices."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: UsageOut | None = None
+    sources: list[SourceOut] | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """As OpenAI sends it: a delta holds only what it carries; `usage` and `sources`
+        appear only on the chunks that have them."""
+        data = self.model_dump(exclude={"usage", "sources"})
+        for out, choice in zip(data["choices"], self.choices, strict=True):
+            out["delta"] = choice.delta.model_dump(exclude_none=True)
+        if self.sources is not None:
+            data["sources"] = [s.model_dump() for s in self.sources]
+        if self.usage is not None:
+            data["usage"] = self.usage.model_dump()
+        return data

@@ -1,0 +1,81 @@
+"""Server-Sent Events for the answer routes: one response shape, one relay, one error event.
+
+`/v1/ask/stream` and the OpenAI stream differ only in how they frame the answer (their
+`AnswerFrames`); relaying the chunks, reporting a failure after the 200 in-band (vLLM's rule)
+and aborting generation when the stream ends early are written once, here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Protocol
+
+from sse_starlette import EventSourceResponse, JSONServerSentEvent, ServerSentEvent
+
+from app.errors import envelope
+from app.schemas import ErrorEnvelope
+from pipelines.chain import Answer
+from pipelines.errors import GenerationFailed, RagError
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+PING_S = 15
+SEND_TIMEOUT_S = 30
+
+
+class AnswerFrames(Protocol):
+    """How one route frames an answer as events."""
+
+    def start(self, answer: Answer) -> Iterable[ServerSentEvent]: ...
+
+    def token(self, text: str) -> ServerSentEvent: ...
+
+    def end(self, answer: Answer) -> Iterable[ServerSentEvent]: ...
+
+    def error(self, error: ErrorEnvelope) -> ServerSentEvent: ...
+
+
+def json_event(data: object, event: str | None = None, id: str | None = None) -> ServerSentEvent:
+    return JSONServerSentEvent(data=data, event=event, id=id)
+
+
+async def relay(answer: Answer, frames: AnswerFrames, rid: str) -> AsyncIterator[ServerSentEvent]:
+    """The answer's events: start, a token per text chunk, then end, or one error event
+    instead of the end. Generation is aborted however the stream stops (client gone too)."""
+    try:
+        for event in frames.start(answer):
+            yield event
+        try:
+            async for chunk in answer.chunks():
+                if chunk.text:
+                    yield frames.token(chunk.text)
+        except RagError as exc:
+            log.warning("request %s: generation failed mid-stream: %s", rid, exc.message)
+            yield frames.error(envelope(exc, rid))
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("request %s: generation failed mid-stream", rid)
+            yield frames.error(
+                envelope(GenerationFailed(f"generation failed: {type(exc).__name__}"), rid)
+            )
+            return
+        for event in frames.end(answer):
+            yield event
+    finally:
+        await answer.aclose()
+
+
+def stream_response(answer: Answer, frames: AnswerFrames, rid: str) -> EventSourceResponse:
+    """The SSE response: keep-alive comments, no proxy buffering, a send timeout for stuck
+    clients (sse-starlette's), disconnects cancel the relay and so abort generation."""
+    return EventSourceResponse(
+        relay(answer, frames, rid),
+        ping=PING_S,
+        headers=SSE_HEADERS,
+        send_timeout=SEND_TIMEOUT_S,
+    )

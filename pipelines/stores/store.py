@@ -1,0 +1,242 @@
+"""QdrantStore: the VectorStore written once; a backend supplies translation and I/O only.
+
+The store owns every decision: the collection check, what a write or a delete selects, the
+state scroll, the counts, the query parameters and the search plan (pipelines/ranking.py).
+A backend (stores/edge.py, stores/server.py) translates the store's terms (`Filters`,
+`EmbeddedChunk`, the `Nearest` queries of stores/terms.py) into its engine's and does the
+I/O, as qdrant-client's `QdrantLocal` and `QdrantRemote` do behind one `QdrantBase`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from pipelines.errors import CollectionNotFound, SchemaMismatch
+from pipelines.ranking import Query, Scored, ranked_search, rescore_oversampling
+from pipelines.stores.config import StoreConfig
+from pipelines.stores.schema import Layout, check_collection_name
+from pipelines.stores.terms import DenseNearest, Nearest, SparseNearest
+from pipelines.types import (
+    CollectionStats,
+    DenseQuery,
+    DocState,
+    EmbeddedChunk,
+    Filters,
+    Hit,
+    SearchMode,
+    SparseVector,
+)
+
+SCROLL_PAGE = 1024
+
+
+class QdrantBackend(Protocol):
+    """One Qdrant engine's I/O in the store's terms. The store validates names and checks a
+    collection (`layout`, `open`) before it reads or writes it."""
+
+    async def layout(self, collection: str) -> Layout | None:
+        """The existing collection's dense vectors; None if there is no such collection."""
+        ...
+
+    async def open(self, collection: str, *, create: bool) -> None:
+        """Make the collection ready for use; `create`: it does not exist yet, create it."""
+        ...
+
+    async def collections(self) -> list[str]: ...
+
+    async def drop(self, collection: str) -> None:
+        """Delete the collection if it exists."""
+        ...
+
+    async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None: ...
+
+    async def delete(self, collection: str, must: Filters, must_not: Filters | None) -> None:
+        """Delete the points matching every `must` condition and no `must_not` one."""
+        ...
+
+    async def scroll(
+        self, collection: str, filters: Filters | None, *, offset: Any, limit: int
+    ) -> tuple[list[dict[str, Any]], Any]:
+        """One page of STATE_FIELDS payloads and the next page's offset (None: the last)."""
+        ...
+
+    async def count(self, collection: str, filters: Filters | None) -> int: ...
+
+    async def query_hits(self, collection: str, query: Nearest) -> list[Hit]: ...
+
+    async def query_ids(self, collection: str, query: Nearest) -> list[Scored]:
+        """Ids (in the form `retrieve_*` takes back) and scores, best first."""
+        ...
+
+    async def retrieve_hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
+        """The ranked points with their payloads, in order (points deleted since: skipped)."""
+        ...
+
+    async def retrieve_vectors(
+        self, collection: str, ids: Sequence[Any]
+    ) -> dict[Any, list[float]]: ...
+
+    async def commit(self, collection: str) -> None: ...
+
+    async def healthy(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+def _add_states(states: dict[str, DocState], payloads: Iterable[dict[str, Any]]) -> None:
+    """Fold scrolled payloads (STATE_FIELDS) into per-document states."""
+    for pl in payloads:
+        doc_id = str(pl.get("doc_id"))
+        st = states.get(doc_id)
+        if st is None:
+            st = states[doc_id] = DocState(doc_id=doc_id, source=str(pl.get("source")))
+        st.chunks += 1
+        st.hashes.add(str(pl.get("content_hash")))
+        st.expected_chunks = int(pl.get("chunk_count") or 0)
+
+
+class QdrantStore:
+    """The VectorStore over one Qdrant backend, configured by a StoreConfig."""
+
+    def __init__(self, backend: QdrantBackend, config: StoreConfig) -> None:
+        self.config = config
+        self._backend = backend
+        self._ready: set[str] = set()  # checked and open: no backend round trip to use them
+
+    async def ensure_collection(self, collection: str, *, create: bool) -> None:
+        if collection in self._ready:  # Edge: no worker-thread hop on every search
+            return
+        check_collection_name(collection)
+        layout = await self._backend.layout(collection)
+        if layout is None and not create:
+            raise CollectionNotFound(collection)
+        if layout is not None and not layout.fits(self.config.dim):
+            dim, model = self.config.dim, self.config.embedding_model
+            raise SchemaMismatch(layout.mismatch(collection, dim, model))
+        await self._backend.open(collection, create=layout is None)
+        self._ready.add(collection)
+
+    async def list_collections(self) -> list[str]:
+        return sorted(await self._backend.collections())
+
+    async def drop_collection(self, collection: str) -> None:
+        check_collection_name(collection)
+        self._ready.discard(collection)
+        await self._backend.drop(collection)
+
+    async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None:
+        if not points:
+            return
+        await self.ensure_collection(collection, create=True)
+        await self._backend.upsert(collection, points)
+
+    async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> None:
+        if not doc_ids:
+            return
+        await self.ensure_collection(collection, create=False)
+        await self._backend.delete(collection, {"doc_id": list(doc_ids)}, None)
+
+    async def delete_stale_chunks(self, collection: str, doc_id: str, keep_hash: str) -> None:
+        await self.ensure_collection(collection, create=False)
+        await self._backend.delete(collection, {"doc_id": doc_id}, {"content_hash": keep_hash})
+
+    async def document_states(
+        self, collection: str, filters: Filters | None = None
+    ) -> dict[str, DocState]:
+        await self.ensure_collection(collection, create=False)
+        states: dict[str, DocState] = {}
+        offset: Any = None
+        while True:
+            payloads, offset = await self._backend.scroll(
+                collection, filters, offset=offset, limit=SCROLL_PAGE
+            )
+            _add_states(states, payloads)
+            if offset is None:
+                return states
+
+    async def stats(self, collection: str) -> CollectionStats:
+        await self.ensure_collection(collection, create=False)
+        chunks = await self._backend.count(collection, None)
+        # Each document's first chunk is its chunk 0.
+        docs = await self._backend.count(collection, {"chunk_index": 0})
+        return CollectionStats(name=collection, documents=docs, chunks=chunks)
+
+    async def count(self, collection: str, filters: Filters | None = None) -> int:
+        await self.ensure_collection(collection, create=False)
+        return await self._backend.count(collection, filters)
+
+    async def commit(self, collection: str) -> None:
+        await self._backend.commit(collection)
+
+    async def healthy(self) -> bool:
+        return await self._backend.healthy()
+
+    async def close(self) -> None:
+        self._ready.clear()
+        await self._backend.close()
+
+    # -- search: ranked_search over the candidate queries below ----------------------------
+
+    async def search(
+        self,
+        collection: str,
+        *,
+        dense: DenseQuery | None,
+        sparse: SparseVector | None,
+        k: int,
+        mode: SearchMode,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
+        await self.ensure_collection(collection, create=False)
+        return await ranked_search(
+            self,
+            collection,
+            dense=dense,
+            sparse=sparse,
+            k=k,
+            mode=mode,
+            filters=filters,
+            params=self.config.hybrid,
+        )
+
+    def nearest(
+        self, query: Query, *, limit: int, k: int, filters: Filters | None, candidates: bool
+    ) -> Nearest:
+        """The query for `limit` nearest points of which k are kept; `candidates`: a list for
+        fusion or MMR (ids and scores only, rescored only if `rescore_candidates`)."""
+        if isinstance(query, SparseVector):
+            return SparseNearest(query, limit, filters, with_payload=not candidates)
+        c = self.config
+        return DenseNearest(
+            query,
+            limit,
+            filters,
+            with_payload=not candidates,
+            hnsw_ef=max(c.hnsw_ef, limit),
+            exact=c.exact,
+            quantized=c.quantization == "int8" and not c.exact,  # exact: the reference
+            rescore=c.rescore_candidates or not candidates,
+            oversampling=rescore_oversampling(c.oversampling, k, limit),
+        )
+
+    async def nearest_hits(
+        self, collection: str, query: Query, *, limit: int, filters: Filters | None
+    ) -> list[Hit]:
+        nearest = self.nearest(query, limit=limit, k=limit, filters=filters, candidates=False)
+        return await self._backend.query_hits(collection, nearest)
+
+    async def nearest_ids(
+        self, collection: str, query: Query, *, limit: int, k: int, filters: Filters | None
+    ) -> list[Scored]:
+        nearest = self.nearest(query, limit=limit, k=k, filters=filters, candidates=True)
+        return await self._backend.query_ids(collection, nearest)
+
+    async def hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
+        return await self._backend.retrieve_hits(collection, ranked)
+
+    async def dense_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
+        return await self._backend.retrieve_vectors(collection, ids)

@@ -1,0 +1,1 @@
+"""Helpers the test suites share: loopback servers, SSE parsing, documents, fakes and seeds."""
