@@ -2,7 +2,7 @@
 
 Isolates what `bench/stream.py` cannot on a machine where vLLM shares the cores: the real app
 on 127.0.0.1 (uvicorn), the real embedder and Qdrant Edge over samples/, and the
-ScriptedGenerator of tests/fakes.py (answers at once), so TTFT − retrieval is the service's
+ScriptedGenerator of tests/support/fakes.py (answers at once), so TTFT − retrieval is the service's
 own work (routing, prompt packing, SSE) plus loopback HTTP. Prints JSON; --out writes it too.
 
     .venv/bin/python bench/service_overhead.py --out bench/results/service-overhead.json
@@ -34,8 +34,8 @@ async def run(requests: int, warmup: int) -> dict[str, Any]:
     from app.services import build_services
     from ingest.job import open_pipeline
     from pipelines.settings import Settings
-    from tests.fakes import ScriptedGenerator
-    from tests.live import live_server
+    from tests.support.fakes import ScriptedGenerator
+    from tests.support.servers import live_server
 
     settings = Settings(_env_file=None, data_dir=Path(tempfile.mkdtemp(prefix="ragbench-")))  # type: ignore[call-arg]
     async with open_pipeline(settings) as pipeline:

@@ -175,3 +175,8 @@ class Settings(BaseSettings):
     @property
     def model_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def embedding_cache_dir(self) -> Path:
+        """Where the embedder's ONNX exports live (made once, reused by every process)."""
+        return self.embedding.cache_dir or self.model_dir / "embeddings"

@@ -89,8 +89,7 @@ async def throwaway_index(
 def _store_in(settings: Settings, data_dir: Path) -> Settings:
     """The settings with the embedded store under `data_dir`; the embedder's ONNX export
     stays cached under the real data dir (not exported again for every run)."""
-    cache_dir = settings.embedding.cache_dir or settings.model_dir / "embeddings"
-    embedding = settings.embedding.model_copy(update={"cache_dir": cache_dir})
+    embedding = settings.embedding.model_copy(update={"cache_dir": settings.embedding_cache_dir})
     return settings.model_copy(update={"data_dir": data_dir, "embedding": embedding})
 
 

@@ -19,7 +19,6 @@ from app.schemas import (
     SourcesEvent,
     TokenEvent,
     UsageOut,
-    to_domain_filters,
 )
 from app.services import Services
 from app.sse import json_event, stream_response
@@ -50,15 +49,12 @@ def to_ask_input(body: AskRequest, services: Services, rid: str) -> AskInput:
         messages = [ChatMessage(role=m.role, content=m.content) for m in body.messages]
     else:
         messages = [ChatMessage(role="user", content=body.question or "")]
-    return AskInput(
-        messages=messages,
+    return body.ask_input(
+        messages,
         collection=body.collection or settings.default_collection,
-        k=body.k,
-        filters=to_domain_filters(body.filters),
-        mode=body.mode,
-        max_tokens=body.max_tokens or settings.llm.max_tokens,
-        temperature=settings.llm.temperature if body.temperature is None else body.temperature,
+        max_tokens=body.max_tokens,
         model=body.model,
+        llm=settings.llm,
         request_id=rid,
     )
 

@@ -17,7 +17,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.deps import ServicesDep
 from app.errors import error_responses, request_id
-from app.openai_schemas import (
+from app.schemas import ErrorEnvelope, SourceOut, UsageOut, check_max_chars
+from app.schemas.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -28,7 +29,6 @@ from app.openai_schemas import (
     ModelCard,
     ModelList,
 )
-from app.schemas import ErrorEnvelope, SourceOut, UsageOut, check_max_chars, to_domain_filters
 from app.services import Services
 from app.sse import json_event, stream_response
 from pipelines.chain import Answer, AskInput
@@ -82,15 +82,12 @@ def _to_ask(body: ChatCompletionRequest, services: Services, collection: str, ri
     ]
     if not messages or messages[-1].role != "user":
         raise InvalidInput("the last message must be a non-empty user message")
-    return AskInput(
-        messages=messages,
+    return body.ask_input(
+        messages,
         collection=collection,
-        k=body.k,
-        mode=body.mode,
-        filters=to_domain_filters(body.filters),
-        max_tokens=body.max_completion_tokens or body.max_tokens or settings.llm.max_tokens,
-        temperature=settings.llm.temperature if body.temperature is None else body.temperature,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
         model=body.llm_model,
+        llm=settings.llm,
         request_id=rid,
     )
 

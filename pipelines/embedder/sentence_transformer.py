@@ -154,8 +154,7 @@ class SentenceTransformerEmbedder:
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
     """The embedder for a process, its ONNX export cached under the data dir."""
-    cache_dir = settings.embedding.cache_dir or settings.model_dir / "embeddings"
-    return SentenceTransformerEmbedder(settings.embedding, cache_dir=cache_dir)
+    return SentenceTransformerEmbedder(settings.embedding, cache_dir=settings.embedding_cache_dir)
 
 
 def _resolve_model_path(model: str) -> str:

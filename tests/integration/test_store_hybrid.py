@@ -11,16 +11,16 @@ import pytest
 from pipelines.ports import VectorStore
 from pipelines.ranking import HybridParams
 from pipelines.types import Hit
-from tests.integration.test_store_contract import _BM25, _seed, _store
+from tests.support.seeds import CONTRACT_BM25, contract_store, seed_contract
 
 
 @asynccontextmanager
 async def _seeded(
     kind: str, root: Path, hybrid: HybridParams | None = None
 ) -> AsyncIterator[VectorStore]:
-    store = _store(kind, root, hybrid=hybrid)
+    store = contract_store(kind, root, hybrid=hybrid)
     try:
-        await _seed(store)
+        await seed_contract(store)
         yield store
     finally:
         await store.close()
@@ -39,7 +39,7 @@ async def test_both_adapters_fuse_hybrid_results_identically(tmp_path: Path, fus
             hits = await store.search(
                 "c",
                 dense=[0.5, 0.4, 0.0, 0.1],  # no tied dense scores: RRF ranks them
-                sparse=_BM25.encode_query("apple steam engines"),
+                sparse=CONTRACT_BM25.encode_query("apple steam engines"),
                 k=4,
                 mode="hybrid",
             )
@@ -52,7 +52,7 @@ async def test_both_adapters_fuse_hybrid_results_identically(tmp_path: Path, fus
             deferred = await store.search(
                 "c",
                 dense=later,
-                sparse=_BM25.encode_query("apple steam engines"),
+                sparse=CONTRACT_BM25.encode_query("apple steam engines"),
                 k=4,
                 mode="hybrid",
             )
@@ -69,7 +69,7 @@ async def test_hybrid_applies_filters_inside_both_candidate_queries(
         hits = await store.search(
             "c",
             dense=[1.0, 0.0, 0.0, 0.0],
-            sparse=_BM25.encode_query("apples"),
+            sparse=CONTRACT_BM25.encode_query("apples"),
             k=5,
             mode="hybrid",
             filters={"source": ["/src/b.md", "/src/c.md"]},
@@ -85,7 +85,7 @@ async def test_hybrid_with_no_known_query_term_falls_back_to_dense(
         hits = await store.search(
             "c",
             dense=[0.0, 0.0, 1.0, 0.0],
-            sparse=_BM25.encode_query("the of and"),  # stopwords only: no sparse query
+            sparse=CONTRACT_BM25.encode_query("the of and"),  # stopwords only: no sparse query
             k=1,
             mode="hybrid",
         )

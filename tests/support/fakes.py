@@ -74,8 +74,11 @@ class ScriptedGenerator:
     def reset(self) -> None:
         """Back to the default script with nothing recorded (one server serves many tests)."""
         fresh = ScriptedGenerator()
-        self.tokens, self.fail_before_first, self.fail_after = fresh.tokens, False, None
-        self.delay_s, self.rewrite_to = fresh.delay_s, None
+        self.tokens = fresh.tokens
+        self.fail_before_first = fresh.fail_before_first
+        self.fail_after = fresh.fail_after
+        self.delay_s = fresh.delay_s
+        self.rewrite_to = fresh.rewrite_to
         self.requests.clear()
         self.active.clear()
         self.aborted.clear()

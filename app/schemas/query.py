@@ -1,4 +1,4 @@
-"""HTTP request and response models (the API contract in DESIGN.md), errors included."""
+"""Search and answer wire models: requests, hits, sources, usage, the SSE event bodies."""
 
 from __future__ import annotations
 
@@ -7,84 +7,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipelines.types import Filters, Range, Scalar, SearchMode
+from pipelines.chain import AskInput
+from pipelines.settings import LLMSettings
+from pipelines.types import ChatMessage, Filters, Range, Scalar, SearchMode
 
 if TYPE_CHECKING:
     from langchain_core.documents import Document
 
     from pipelines.chain import Answer, Source, Usage
-
-
-class ErrorDetail(BaseModel):
-    field: str = Field(description="The request field, dotted (e.g. `messages.0.role`)")
-    message: str
-
-
-class ErrorBody(BaseModel):
-    """A superset of OpenAI's error object (message, type, param, code): SDKs read it as-is."""
-
-    code: str = Field(description="Machine-readable, e.g. `collection_not_found`")
-    message: str = Field(description="What went wrong and what is accepted")
-    type: str = Field(description="`invalid_request_error` or `server_error` (OpenAI's)")
-    param: str | None = Field(default=None, description="The first field at fault, if any")
-    request_id: str = Field(description="Also in the X-Request-ID header and the server log")
-    retryable: bool = Field(description="Whether the same request may succeed later")
-    details: list[ErrorDetail] | None = Field(
-        default=None, description="Every field at fault (validation errors)"
-    )
-
-
-class ErrorEnvelope(BaseModel):
-    """The body of every error response, and the data of an SSE `error` event."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "error": {
-                        "code": "collection_not_found",
-                        "message": "collection 'nope' does not exist; ingest documents first",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "request_id": "4f1c2a…",
-                        "retryable": False,
-                    }
-                }
-            ]
-        }
-    )
-    error: ErrorBody
-
-    @classmethod
-    def of(
-        cls,
-        code: str,
-        message: str,
-        request_id: str,
-        retryable: bool = False,
-        *,
-        param: str | None = None,
-        details: list[ErrorDetail] | None = None,
-    ) -> ErrorEnvelope:
-        kind = "server_error" if retryable or code == "internal_error" else "invalid_request_error"
-        return cls(
-            error=ErrorBody(
-                code=code,
-                message=message,
-                type=kind,
-                param=param,
-                request_id=request_id,
-                retryable=retryable,
-                details=details,
-            )
-        )
-
-    def body(self) -> dict[str, Any]:
-        """As sent: `details` only on validation errors."""
-        data = self.model_dump()
-        if self.error.details is None:
-            del data["error"]["details"]
-        return data
 
 
 class RangeFilter(BaseModel):
@@ -220,7 +150,40 @@ class Message(BaseModel):
     content: str = Field(max_length=16000)
 
 
-class AskRequest(BaseModel):
+class AnswerOptions(BaseModel):
+    """What both answer routes (ours and the OpenAI one) take beside the messages."""
+
+    collection: str | None = None
+    k: int | None = Field(default=None, ge=1, le=50)
+    mode: SearchMode | None = None
+    filters: dict[str, FilterValue] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+    def ask_input(
+        self,
+        messages: list[ChatMessage],
+        *,
+        collection: str,
+        max_tokens: int | None,
+        model: str | None,
+        llm: LLMSettings,
+        request_id: str,
+    ) -> AskInput:
+        """The chain's input; unset sampling options take the settings' defaults."""
+        return AskInput(
+            messages=messages,
+            collection=collection,
+            k=self.k,
+            filters=to_domain_filters(self.filters),
+            mode=self.mode,
+            max_tokens=max_tokens or llm.max_tokens,
+            temperature=llm.temperature if self.temperature is None else self.temperature,
+            model=model,
+            request_id=request_id,
+        )
+
+
+class AskRequest(AnswerOptions):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -251,12 +214,7 @@ class AskRequest(BaseModel):
         max_length=50,
         description="Conversation; the last message is the user's question.",
     )
-    collection: str | None = None
-    k: int | None = Field(default=None, ge=1, le=50)
-    mode: SearchMode | None = None
-    filters: dict[str, FilterValue] | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
-    temperature: float | None = Field(default=None, ge=0, le=2)
     model: str | None = Field(default=None, description="Model name or alias (routing).")
 
     @field_validator("question")
@@ -348,95 +306,3 @@ class DoneEvent(BaseModel):
     finish_reason: str
     usage: UsageOut
     latency_ms: dict[str, float]
-
-
-# -- collections and documents -------------------------------------------------------------
-
-
-class CollectionOut(BaseModel):
-    name: str
-    documents: int
-    chunks: int
-
-
-class CollectionList(BaseModel):
-    model_config = {
-        "json_schema_extra": {
-            "examples": [{"collections": [{"name": "default", "documents": 3, "chunks": 4}]}]
-        }
-    }
-    collections: list[CollectionOut]
-
-
-class UploadedFile(BaseModel):
-    source: str = Field(description="The file name: the document's source in search hits")
-    doc_id: str | None = Field(description="The document's id (null for .jsonl corpora)")
-    chunks: int = Field(description="Chunks the collection now holds for this file")
-
-
-class FailedFile(BaseModel):
-    source: str
-    reason: str
-
-
-class UploadResult(BaseModel):
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "collection": "default",
-                    "files": [
-                        {"source": "manual.pdf", "doc_id": "4be3…", "chunks": 42},
-                    ],
-                    "added": 1,
-                    "updated": 0,
-                    "unchanged": 0,
-                    "chunks": 42,
-                    "failed": [{"source": "scan.pdf", "reason": "no text layer"}],
-                    "seconds": 3.1,
-                }
-            ]
-        }
-    }
-    collection: str
-    files: list[UploadedFile]
-    added: int = Field(description="Documents new to the collection")
-    updated: int = Field(description="Documents whose content changed (chunks replaced)")
-    unchanged: int = Field(description="Documents already stored with this content")
-    chunks: int = Field(description="Chunks embedded and written by this upload")
-    failed: list[FailedFile] = Field(description="Files (or corpus lines) skipped, with why")
-    seconds: float
-
-
-class DocumentOut(BaseModel):
-    doc_id: str
-    source: str
-    chunks: int
-
-
-class DocumentList(BaseModel):
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "collection": "default",
-                    "total": 1,
-                    "documents": [{"doc_id": "4be3…", "source": "manual.pdf", "chunks": 42}],
-                }
-            ]
-        }
-    }
-    collection: str
-    total: int = Field(description="Documents in the collection (before limit/offset)")
-    documents: list[DocumentOut]
-
-
-class DeletedDocument(BaseModel):
-    model_config = {
-        "json_schema_extra": {
-            "examples": [{"collection": "default", "doc_id": "4be3…", "deleted_chunks": 42}]
-        }
-    }
-    collection: str
-    doc_id: str
-    deleted_chunks: int

@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.schemas import FilterValue, SourceOut, UsageOut
-from pipelines.types import SearchMode
+from app.schemas.query import AnswerOptions, SourceOut, UsageOut
 
 
 class ContentPart(BaseModel):
@@ -31,7 +30,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(AnswerOptions):
     """OpenAI's request; unknown OpenAI fields are accepted and ignored."""
 
     model_config = ConfigDict(
@@ -55,13 +54,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
-    temperature: float | None = Field(default=None, ge=0, le=2)
     n: int = Field(default=1, ge=1, le=1, description="Only one choice is supported.")
-    # RAG extras (extra body fields in the OpenAI SDKs).
-    collection: str | None = None
-    k: int | None = Field(default=None, ge=1, le=50)
-    mode: SearchMode | None = None
-    filters: dict[str, FilterValue] | None = None
+    # RAG extras (extra body fields in the OpenAI SDKs): AnswerOptions', and
     llm_model: str | None = Field(default=None, description="Generator model name or alias")
 
     @field_validator("messages")
