@@ -186,12 +186,9 @@ def v_raw_fast_chunks(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def v_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """`rag ingest corpus.jsonl` minus the CLI: IngestPipeline into a fresh EdgeStore."""
     from ingest.job import build_pipeline
+    from pipelines.core import open_core
     from pipelines.evaluation import evaluate_beir
-    from pipelines.retrieval import RetrievalService
     from pipelines.settings import Settings
-    from pipelines.sparse import QdrantBm25Encoder
-    from pipelines.stores.config import StoreConfig
-    from pipelines.stores.edge import EdgeStore
 
     settings = Settings(_env_file=None, data_dir=work / "pipeline")  # type: ignore[call-arg]
     started = time.perf_counter()
@@ -199,16 +196,12 @@ def v_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     load_s = time.perf_counter() - started
 
     async def run() -> dict[str, Any]:
-        config = StoreConfig.from_settings(
-            settings.qdrant, settings.retrieval, dim=embedder.dim, embedding_model=embedder.name
-        )
-        store = EdgeStore(settings.qdrant_dir, config)
-        try:
-            pipeline = build_pipeline(settings, store, embedder)
+        async with open_core(settings, embedder=embedder) as core:
+            pipeline = build_pipeline(core)
             t0, cpu = time.perf_counter(), time.process_time()
             summary = await pipeline.run([work / "corpus.jsonl"], COLLECTION)
             seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu
-            service = RetrievalService(store, embedder, QdrantBm25Encoder(), max_k=100)
+            service = core.retrieval
             queries: dict[str, str] = json.loads((work / "queries.json").read_text())
             qrels = json.loads((work / "qrels.json").read_text())
 
@@ -216,8 +209,6 @@ def v_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 return await service.search(query, COLLECTION, k=k, mode="dense")
 
             quality = await evaluate_beir(search, queries, qrels, depth=100)
-        finally:
-            await store.close()
         docs = summary.added + summary.updated
         return {
             "load_s": round(load_s, 2),

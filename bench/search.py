@@ -33,9 +33,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench.common import cpu_info, emit_report, free_port, wait_http  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
-from pipelines.types import Chunk, EmbeddedChunk, SearchMode, SparseVector  # noqa: E402
+from pipelines.types import SEARCH_MODES, Chunk, EmbeddedChunk, SearchMode, SparseVector  # noqa: E402
 
-MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
+MODES: tuple[SearchMode, ...] = SEARCH_MODES
 log = logging.getLogger("bench.search")
 
 
@@ -51,19 +51,14 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 async def _ensure_ingested(settings: Settings, corpus: Path, collection: str) -> None:
     from ingest.job import build_pipeline
-    from pipelines.embedder import build_embedder
-    from pipelines.stores import build_store
+    from pipelines.core import open_core
 
-    embedder = build_embedder(settings)
-    store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
-    try:
-        if collection in await store.list_collections():
+    async with open_core(settings) as core:
+        if collection in await core.store.list_collections():
             return
         log.warning("ingesting %s into %s (once)", corpus, collection)
-        summary = await build_pipeline(settings, store, embedder).run([corpus], collection)
+        summary = await build_pipeline(core).run([corpus], collection)
         log.warning("ingested %d chunks in %.0fs", summary.chunks, summary.seconds)
-    finally:
-        await store.close()
 
 
 async def _build_synthetic(settings: Settings, source: str, target: str, n: int, seed: int) -> None:
@@ -371,13 +366,10 @@ def main() -> None:
             "collections": {},
         }
         for name in targets:
-            from pipelines.embedder import build_embedder
-            from pipelines.stores import build_store
+            from pipelines.core import open_core
 
-            embedder = build_embedder(settings)
-            store = build_store(settings, dim=embedder.dim, embedding_model=embedder.name)
-            stats = await store.stats(name)
-            await store.close()
+            async with open_core(settings) as core:
+                stats = await core.store.stats(name)
             latency = await asyncio.to_thread(_latency, settings, name, queries, warm)
             recall = await _recall(settings, name, queries)
             report["collections"][name] = {

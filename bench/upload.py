@@ -33,11 +33,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import cpu_info, emit_report  # noqa: E402
 from ingest.job import build_pipeline  # noqa: E402
-from pipelines.embedder import build_embedder  # noqa: E402
+from pipelines.core import build_core  # noqa: E402
 from pipelines.identity import chunk_point_id, document_id  # noqa: E402
+from pipelines.ports import VectorStore  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
-from pipelines.stores.config import StoreConfig  # noqa: E402
-from pipelines.stores.edge import EdgeStore  # noqa: E402
 from pipelines.types import Chunk, EmbeddedChunk  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
@@ -45,7 +44,7 @@ COLLECTION = "big"
 CHUNKS_PER_DOC = 10
 
 
-async def build_collection(store: EdgeStore, data: Path, n: int, dim: int) -> None:
+async def build_collection(store: VectorStore, data: Path, n: int, dim: int) -> None:
     if COLLECTION in await store.list_collections():
         if (await store.stats(COLLECTION)).chunks >= n:
             return
@@ -101,18 +100,15 @@ async def main() -> None:
     args = ap.parse_args()
 
     settings = Settings(_env_file=None, data_dir=args.data_dir)  # type: ignore[call-arg]
-    embedder = build_embedder(settings)
-    config = StoreConfig.from_settings(
-        settings.qdrant, settings.retrieval, dim=embedder.dim, embedding_model=embedder.name
-    )
-    store = EdgeStore(settings.qdrant_dir, config)
+    core = build_core(settings)
+    store = core.store
     try:
-        await build_collection(store, args.dataset, args.chunks, embedder.dim)
+        await build_collection(store, args.dataset, args.chunks, core.embedder.dim)
         doc = args.data_dir / "upload" / "notes.md"
         doc.parent.mkdir(parents=True, exist_ok=True)
         doc.write_text("# Notes\n\n" + (REPO / "README.md").read_text()[:6000])
-        by_source = build_pipeline(settings, store, embedder, serving=True)
-        full_scan = build_pipeline(settings, store, embedder, serving=True)
+        by_source = build_pipeline(core, serving=True)
+        full_scan = build_pipeline(core, serving=True)
         full_scan.state_lookup_max_files = 0
         await by_source.run([doc], COLLECTION)  # lands once; the runs below find it unchanged
         version = iter(range(1_000_000))
@@ -148,7 +144,7 @@ async def main() -> None:
         u = report["unchanged_file"]
         u["speedup"] = round(u["full_scan_baseline"]["median_s"] / u["by_source"]["median_s"], 1)
     finally:
-        await store.close()
+        await core.close()
     emit_report(report, args.out)
 
 

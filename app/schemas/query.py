@@ -241,6 +241,9 @@ class AskRequest(AnswerOptions):
 
 
 class SourceOut(BaseModel):
+    """A cited source, read off the chain's Source (its properties)."""
+
+    model_config = ConfigDict(from_attributes=True)
     n: int
     doc_id: str
     chunk_id: str
@@ -251,35 +254,23 @@ class SourceOut(BaseModel):
     text: str
 
     @classmethod
-    def of(cls, s: Source) -> SourceOut:
-        return cls(
-            n=s.n,
-            doc_id=s.doc_id,
-            chunk_id=s.chunk_id,
-            title=s.title,
-            source=s.source,
-            page=s.page,
-            score=s.score,
-            text=s.text,
-        )
+    def of(cls, source: Source) -> SourceOut:
+        return cls.model_validate(source)
 
     @staticmethod
     def many(answer: Answer) -> list[SourceOut]:
-        return [SourceOut.of(s) for s in answer.sources]
+        return [SourceOut.model_validate(s) for s in answer.sources]
 
 
 class UsageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
     @classmethod
     def of(cls, usage: Usage) -> UsageOut:
-        return cls(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-        )
+        return cls.model_validate(usage)
 
 
 class AskResponse(BaseModel):
