@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -10,17 +11,26 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive, Scope, Send
 
+from app.asgi import HttpMiddleware
 from app.schemas import ErrorDetail, ErrorEnvelope
 from pipelines.errors import RagError
 
 log = logging.getLogger(__name__)
 
 
+# A client's X-Request-ID is kept only when it is short and plain: it goes into every
+# response header, error body and log line, so an 8 kB or control-character id is not echoed.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 def request_id(request: Request) -> str:
+    """The request's id: the client's X-Request-ID when it is safe, else a new one."""
     rid = getattr(request.state, "request_id", None)
     if rid is None:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        given = request.headers.get("x-request-id", "")
+        rid = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         request.state.request_id = rid
     return str(rid)
 
@@ -31,7 +41,8 @@ def envelope(exc: RagError, rid: str) -> ErrorEnvelope:
 
 # What each error status means on our routes; OpenAPI documents the one envelope for each.
 _MEANING = {
-    400: "Bad request: the message says what was wrong",
+    400: "Bad request: the body could not be read (not UTF-8, a broken multipart form), or "
+    "the message says what was wrong",
     401: "Missing or invalid API key",
     404: "The collection, document or model does not exist",
     413: "The upload is larger than RAG_SERVER__MAX_UPLOAD_MB",
@@ -56,6 +67,8 @@ def error_responses(*statuses: int, **meanings: str) -> dict[int | str, dict[str
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[-1] == "[key]":  # a bad dict key: the key names the field
+        parts = parts[:-1]
     # The first element says where (body/query/path/header); the rest names the field.
     if len(parts) > 1 and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
@@ -73,6 +86,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return _invalid_json(request, exc)
         details = [
             ErrorDetail(field=_field(e.get("loc", ())), message=e.get("msg", ""))
             for e in exc.errors()
@@ -101,11 +116,51 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=exc.headers,
         )
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        rid = request_id(request)
-        log.exception("request %s: unexpected error", rid)
-        message = f"internal error; see the server log for request {rid}"
-        return JSONResponse(
-            ErrorEnvelope.of("internal_error", message, rid).body(), status_code=500
-        )
+    app.add_middleware(UnexpectedErrors)
+
+
+def _invalid_json(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's `("body", <char offset>)` said as a position a person finds in the body."""
+    error = next(e for e in exc.errors() if e.get("type") == "json_invalid")
+    loc = error.get("loc", ())
+    pos = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else 0
+    doc = exc.body if isinstance(exc.body, str) else ""
+    line, column = doc.count("\n", 0, pos) + 1, pos - doc.rfind("\n", 0, pos)
+    reason = str(error.get("ctx", {}).get("error", "")).lower()
+    message = f"body is not valid JSON at line {line} column {column}" + (
+        f": {reason}" if reason else ""
+    )
+    body = ErrorEnvelope.of(
+        "invalid_request",
+        message,
+        request_id(request),
+        details=[ErrorDetail(field="body", message=message)],
+        param="body",
+    )
+    return JSONResponse(body.body(), status_code=422)
+
+
+class UnexpectedErrors(HttpMiddleware):
+    """A bug answers 500 in the envelope, its traceback logged once, and the response ends
+    cleanly. (A Starlette handler for `Exception` runs in ServerErrorMiddleware, which re-raises
+    after answering: the server logged the traceback again and dropped the keep-alive
+    connection without `Connection: close`, so the client's next request was reset.)"""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.inner(scope, receive, watch)
+        except Exception:
+            if started:  # too late for a 500: the server logs it and ends the connection
+                raise
+            rid = request_id(Request(scope))
+            log.exception("request %s: unexpected error", rid)
+            message = f"internal error; see the server log for request {rid}"
+            body = ErrorEnvelope.of("internal_error", message, rid).body()
+            await JSONResponse(body, status_code=500)(scope, receive, send)

@@ -11,7 +11,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Receive, Scope, Send
 
 from app.asgi import HttpMiddleware
-from app.auth import require_api_key
+from app.auth import ApiKeyAuth, bearer
 from app.errors import error_responses, install_error_handlers, request_id
 from app.metrics import install_metrics
 from app.routes import ask, collections, documents, health, openai_compat, search, ui
@@ -53,17 +53,18 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Added first, so innermost: the 401 is counted by the metrics and carries X-Request-ID.
+    app.add_middleware(ApiKeyAuth)
     install_metrics(app)
 
     app.add_middleware(RequestId)
 
     app.include_router(health.router)
     app.include_router(ui.router)
-    # With RAG_SERVER__API_KEY set, the API wants a bearer key; health, metrics, the chat
-    # page and the docs stay open (the page asks for the key when the API answers 401).
-    v1 = APIRouter(
-        prefix="/v1", dependencies=[Depends(require_api_key)], responses=error_responses(401)
-    )
+    # With RAG_SERVER__API_KEY set, the API wants a bearer key (checked by ApiKeyAuth before
+    # the body is read; `bearer` documents the scheme); health, metrics, the chat page and the
+    # docs stay open (the page asks for the key when the API answers 401).
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer)], responses=error_responses(401))
     for module in (search, ask, collections, documents, openai_compat):
         v1.include_router(module.router)
     app.include_router(v1)

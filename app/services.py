@@ -22,6 +22,10 @@ from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 GeneratorState = Literal["disabled", "starting", "ready", "failed"]
+# What readiness reports: the start state, or once started, how its health probe went.
+GeneratorHealth = Literal["disabled", "starting", "ready", "failed", "unreachable"]
+# A health probe answers within this, or the generator counts as unreachable.
+PROBE_TIMEOUT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -65,6 +69,26 @@ class Services:
         self.generator = generator
         self.chain = RagChain(self.retrieval, generator)
         self.generator_state = "ready"
+
+    async def generator_health(self) -> tuple[GeneratorHealth, str | None]:
+        """The generator's state and, when it cannot answer, why: before it is up its start
+        state; once up, the result of a health probe (`Generator.ready()`) bounded in time."""
+        if self.generator is None or self.generator_state != "ready":
+            return self.generator_state, self.generator_error
+        try:
+            ok = await asyncio.wait_for(self.generator.ready(), PROBE_TIMEOUT_S)
+        except TimeoutError:
+            return "unreachable", f"its health probe did not answer within {PROBE_TIMEOUT_S:g} s"
+        except Exception as exc:  # a probe that breaks says the same as one that fails
+            # /readyz is open: the details (addresses, paths) go to the log, not the reply.
+            log.warning("generator health probe failed: %s: %s", type(exc).__name__, exc)
+            return "unreachable", f"its health probe failed ({type(exc).__name__})"
+        if not ok:
+            return "unreachable", (
+                "its health probe failed: the model is not serving (down, unreachable or "
+                "refusing the request); answers fail with 503 until it is back"
+            )
+        return "ready", None
 
     def require_chain(self) -> RagChain:
         if self.chain is None:

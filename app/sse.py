@@ -45,6 +45,7 @@ def json_event(data: object, event: str | None = None, id: str | None = None) ->
 async def relay(answer: Answer, frames: AnswerFrames, rid: str) -> AsyncIterator[ServerSentEvent]:
     """The answer's events: start, a token per text chunk, then end, or one error event
     instead of the end. Generation is aborted however the stream stops (client gone too)."""
+    generated = False
     try:
         for event in frames.start(answer):
             yield event
@@ -52,13 +53,16 @@ async def relay(answer: Answer, frames: AnswerFrames, rid: str) -> AsyncIterator
             async for chunk in answer.chunks():
                 if chunk.text:
                     yield frames.token(chunk.text)
+            generated = True
         except RagError as exc:
+            generated = True
             log.warning("request %s: generation failed mid-stream: %s", rid, exc.message)
             yield frames.error(envelope(exc, rid))
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            generated = True
             log.exception("request %s: generation failed mid-stream", rid)
             yield frames.error(
                 envelope(GenerationFailed(f"generation failed: {type(exc).__name__}"), rid)
@@ -67,6 +71,8 @@ async def relay(answer: Answer, frames: AnswerFrames, rid: str) -> AsyncIterator
         for event in frames.end(answer):
             yield event
     finally:
+        if not generated:  # the relay was stopped mid-answer: its client is gone
+            log.info("request %s: client disconnected, generation aborted", rid)
         await answer.aclose()
 
 

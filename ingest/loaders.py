@@ -201,11 +201,15 @@ def load_docx(path: Path) -> Iterator[LoadedDocument]:
     import zipfile
 
     import docx
+    from docx.opc.exceptions import OpcError
 
+    # The library's messages name the file's path on this machine: say what is wrong instead.
     try:
         document = docx.Document(str(path))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise LoadError(f"corrupt or unreadable DOCX ({type(exc).__name__}: {exc})") from exc
+    except zipfile.BadZipFile as exc:
+        raise LoadError("not a valid .docx file (a damaged ZIP archive)") from exc
+    except (OpcError, KeyError, ValueError) as exc:
+        raise LoadError("not a valid .docx file (no Word document inside)") from exc
     lines = []
     for para in document.paragraphs:
         text = para.text.strip()

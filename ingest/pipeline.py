@@ -88,6 +88,14 @@ def _rename(source: str, names: Mapping[str, str]) -> str:
     return source
 
 
+def _scrub(reason: str, names: Mapping[str, str]) -> str:
+    """A failure's reason with each file's path replaced by its given name: a library's
+    message may quote the path, and an upload's path is a temporary folder of the server."""
+    for path, name in names.items():
+        reason = reason.replace(path, name)
+    return reason
+
+
 class IngestPipeline:
     def __init__(
         self,
@@ -301,7 +309,8 @@ class IngestPipeline:
             )
         await self._store.commit(collection)
         summary.failed = [
-            {"source": _rename(f.source, renames), "reason": f.reason} for f in failures
+            {"source": _rename(f.source, renames), "reason": _scrub(f.reason, renames)}
+            for f in failures
         ]
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary

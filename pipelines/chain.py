@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
@@ -297,6 +298,14 @@ class RagChain:
         )
         return [ChatMessage(_ROLES.get(m.type, "user"), str(m.content)) for m in messages]
 
+    def _pack(
+        self, ask: AskInput, docs: Sequence[Document]
+    ) -> tuple[list[Source], list[ChatMessage]]:
+        """The sources within the token budget and the prompt over them (none: no prompt)."""
+        history = ask.history[-_MAX_HISTORY_MESSAGES:]
+        sources = pack_sources(docs, self._budget(ask, history), self._generator.count_tokens)
+        return sources, self._render(sources, history, ask.question) if sources else []
+
     async def prompt(self, ask: AskInput) -> Prompt:
         """Rewrite a follow-up, retrieve, pack the sources and render the prompt."""
         if not ask.messages or ask.messages[-1].role != "user":
@@ -307,12 +316,13 @@ class RagChain:
         retriever = StoreRetriever(service=self._retrieval, collection=ask.collection)
         docs = await retriever.ainvoke(query, k=ask.k, mode=ask.mode, filters=ask.filters)
         retrieved = time.perf_counter()
-        history = ask.history[-_MAX_HISTORY_MESSAGES:]
-        sources = pack_sources(docs, self._budget(ask, history), self._generator.count_tokens)
+        # Counting tokens (a real tokenizer, over a history of up to tens of thousands of
+        # characters) and rendering are CPU work: one thread hop keeps the loop serving.
+        sources, messages = await anyio.to_thread.run_sync(self._pack, ask, docs)
         return Prompt(
             query=query,
             sources=sources,
-            messages=self._render(sources, history, ask.question) if sources else [],
+            messages=messages,
             started_at=started,
             rewrite_ms=round((rewritten - started) * 1000, 2),
             retrieval_ms=round((retrieved - rewritten) * 1000, 2),

@@ -30,6 +30,13 @@ class InvalidInput(RagError):
     status = 422
 
 
+class BadRequest(RagError):
+    """Well-formed but contradictory: the fields are each valid, together they are not."""
+
+    code = "invalid_request"
+    status = 400
+
+
 class NotFound(RagError):
     code = "not_found"
     status = 404
@@ -88,6 +95,16 @@ class StoreLocked(DependencyUnavailable):
             f"through it (POST /v1/collections/{collection}/documents, or the chat page's "
             "Upload), or stop it first; otherwise wait for the other ingest to finish."
         )
+
+
+class StorageUnavailable(DependencyUnavailable):
+    """The data dir cannot be read or written: permissions, a read-only or a full disk."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, what: str, path: str, reason: str) -> None:
+        super().__init__(f"cannot {what} at {path}: {reason}")
+        self.reason = reason
 
 
 class GeneratorUnavailable(DependencyUnavailable):

@@ -45,6 +45,10 @@ class QdrantSettings(BaseModel):
     # cache when it opens (evictable); "cold" reads them from disk on first use, one read per
     # payload of a fresh query (docs/benchmarks.md).
     payload_memory: Literal["cached", "cold"] = "cached"
+    # Embedded store: writes are refused while less than this is free under the data dir.
+    # The engine writes through memory maps, and a full disk kills the process (SIGBUS)
+    # half-way through a write instead of failing it: refusing first keeps the shard whole.
+    min_free_mb: int = Field(default=64, ge=0)
 
 
 class EmbeddingSettings(BaseModel):
@@ -128,6 +132,10 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_question_chars: int = Field(default=4000, ge=1)
+    # Every chat message (history included, content parts joined) and all of them together:
+    # longer ones are a 422 before anything is tokenized.
+    max_message_chars: int = Field(default=16_000, ge=1)
+    max_total_chars: int = Field(default=64_000, ge=1)
     max_upload_mb: int = Field(default=50, ge=1)
     # Set: every /v1 endpoint wants `Authorization: Bearer <api_key>` (health, metrics, the
     # chat page and the API docs stay open). Unset: no authentication (loopback default).

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from contextlib import AsyncExitStack
 from typing import Annotated
 
 import typer
 
-from app.cli.console import start_command
+from app.cli.console import fail, start_command
+from pipelines.errors import RagError
 from pipelines.settings import Settings
 
 
@@ -22,12 +25,28 @@ def serve(
     import uvicorn
 
     from app.main import create_app
+    from app.services import build_services
 
     settings = Settings()
     logging.getLogger().setLevel(logging.INFO)
-    uvicorn.run(
-        create_app(settings),
+    config = uvicorn.Config(
+        "app.main:create_app",  # replaced in main() by the app over the services built there
         host=host or settings.server.host,
         port=port or settings.server.port,
         log_level="info",
     )
+
+    async def main() -> None:
+        # The services are built before uvicorn starts, not in its lifespan: a store that
+        # cannot open (a read-only or full data dir, another process holding it) ends the
+        # command with one line and status 2, not a lifespan traceback and status 3.
+        async with AsyncExitStack() as stack:
+            services = await build_services(settings, stack)
+            config.app = create_app(settings, services=services)
+            await uvicorn.Server(config).serve()
+
+    try:
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop if there
+            runner.run(main())
+    except RagError as exc:
+        raise fail(exc.message) from exc

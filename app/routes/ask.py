@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.deps import ServicesDep
+from app.disconnect import answer_text, unless_disconnected
 from app.errors import error_responses, request_id
 from app.schemas import (
     AskRequest,
@@ -19,6 +20,7 @@ from app.schemas import (
     SourcesEvent,
     TokenEvent,
     UsageOut,
+    check_message_chars,
 )
 from app.services import Services
 from app.sse import json_event, stream_response
@@ -27,7 +29,7 @@ from pipelines.types import ChatMessage
 
 router = APIRouter(tags=["ask"])
 
-_ERRORS = error_responses(404, 422, 503, 504)
+_ERRORS = error_responses(400, 404, 422, 503, 504)
 _SSE_DOC = """Server-Sent Events, in this order (every frame has an `id:`):
 
 * `sources` — once, first: `{"sources": [{"n", "doc_id", "chunk_id", "title", "source",
@@ -44,6 +46,8 @@ their HTTP status. Closing the connection aborts the generation upstream."""
 
 def to_ask_input(body: AskRequest, services: Services, rid: str) -> AskInput:
     settings = services.settings
+    if body.messages is not None:
+        check_message_chars([m.content for m in body.messages], settings.server)
     body.check_question(settings.server.max_question_chars)
     if body.messages is not None:
         messages = [ChatMessage(role=m.role, content=m.content) for m in body.messages]
@@ -67,8 +71,7 @@ def to_ask_input(body: AskRequest, services: Services, rid: str) -> AskInput:
 )
 async def ask(body: AskRequest, request: Request, services: ServicesDep) -> AskResponse:
     ask_input = to_ask_input(body, services, request_id(request))
-    answer = await services.require_chain().answer(ask_input)
-    text = await answer.collect()
+    answer, text = await answer_text(services.require_chain(), ask_input, request)
     return AskResponse(
         answer=text,
         sources=SourceOut.many(answer),
@@ -118,5 +121,6 @@ async def ask_stream(
 ) -> EventSourceResponse:
     rid = request_id(request)
     ask_input = to_ask_input(body, services, rid)
-    answer = await services.require_chain().answer(ask_input)
+    chain = services.require_chain()
+    answer = await unless_disconnected(request, rid, chain.answer(ask_input))
     return stream_response(answer, AskFrames(), rid)

@@ -99,6 +99,7 @@ def _save(files: list[UploadFile], names: list[str], folder: Path) -> dict[Path,
     responses={
         200: {"description": "Every document was already stored unchanged"},
         **error_responses(
+            400,
             413,
             415,
             422,

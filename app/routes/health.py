@@ -16,22 +16,41 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
+_READYZ_DOC = """Readiness, from a health check of the store and a health probe of the
+generator (bounded to 2 s) on every call.
+
+* `status: "ready"` (200): the store answers, and the generator is `ready`, `starting` (the
+  language model is loading; answers are 503 until then) or `disabled` (none configured).
+* `status: "degraded"` (200): the store answers, so search works, but the generator is
+  `unreachable` (its probe failed or timed out) or `failed` (it did not start); answers fail
+  with 503 and `details.generator_error` says why. Search is the baseline service, so a
+  degraded replica stays in rotation.
+* `status: "not_ready"` (503): the store is unreachable."""
+
+
 @router.get(
     "/readyz",
     response_model=Health,
-    summary="Readiness: the store is reachable; the generator's state is reported",
+    summary="Readiness: the store is reachable; the generator's health is probed",
+    description=_READYZ_DOC,
     responses={503: {"model": Health, "description": "the vector store is unreachable"}},
 )
 async def readyz(services: ServicesDep) -> JSONResponse:
     store_ok = await services.store.healthy()
+    generator, reason = await services.generator_health()
     details = {
         "store": "ok" if store_ok else "unreachable",
         "search": "ready" if store_ok else "unavailable",
-        "generator": services.generator_state,
+        "generator": generator,
     }
-    if services.generator_error:
-        details["generator_error"] = services.generator_error
+    if reason:
+        details["generator_error"] = reason
     # Search is the baseline service: ready once the store answers, even while the LLM warms up.
-    status = 200 if store_ok else 503
-    body = Health(status="ready" if store_ok else "not_ready", details=details)
-    return JSONResponse(body.model_dump(), status_code=status)
+    if not store_ok:
+        status = "not_ready"
+    elif generator in ("unreachable", "failed"):
+        status = "degraded"
+    else:
+        status = "ready"
+    body = Health(status=status, details=details)
+    return JSONResponse(body.model_dump(), status_code=200 if store_ok else 503)

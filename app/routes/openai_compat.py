@@ -16,8 +16,9 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.deps import ServicesDep
+from app.disconnect import answer_text, unless_disconnected
 from app.errors import error_responses, request_id
-from app.schemas import ErrorEnvelope, SourceOut, UsageOut, check_max_chars
+from app.schemas import ErrorEnvelope, SourceOut, UsageOut, check_max_chars, check_message_chars
 from app.schemas.openai import (
     AssistantMessage,
     ChatCompletion,
@@ -32,7 +33,7 @@ from app.schemas.openai import (
 from app.services import Services
 from app.sse import json_event, stream_response
 from pipelines.chain import Answer, AskInput
-from pipelines.errors import InvalidInput, NotFound
+from pipelines.errors import BadRequest, InvalidInput, NotFound
 from pipelines.types import ChatMessage
 
 router = APIRouter(tags=["openai"])
@@ -48,17 +49,28 @@ def _aliases(services: Services) -> dict[str, str]:
 
 
 async def resolve_collection(body: ChatCompletionRequest, services: Services) -> str:
-    if body.collection:
-        return body.collection
+    """The model decides the collection: a gateway that allows a client some models allows it
+    their collections only. A `collection` field may repeat the model's, not change it."""
+    collection = await _model_collection(body.model, services)
+    if body.collection is not None and body.collection != collection:
+        raise BadRequest(
+            f"'collection': '{body.collection}' conflicts with the model '{body.model}', which "
+            f"answers from '{collection}'; on this route the model picks the collection "
+            f"(use the model '{MODEL_PREFIX}{body.collection}'), or leave 'collection' out"
+        )
+    return collection
+
+
+async def _model_collection(model: str, services: Services) -> str:
     aliases = _aliases(services)
-    if body.model in aliases:
-        return aliases[body.model]
-    if body.model.startswith(MODEL_PREFIX) and len(body.model) > len(MODEL_PREFIX):
-        collection = body.model[len(MODEL_PREFIX) :]
+    if model in aliases:
+        return aliases[model]
+    if model.startswith(MODEL_PREFIX) and len(model) > len(MODEL_PREFIX):
+        collection = model[len(MODEL_PREFIX) :]
         if collection in await services.store.list_collections():
             return collection
     known = ", ".join(await _model_ids(services))
-    raise NotFound(f"The model '{body.model}' does not exist (known: {known})")
+    raise NotFound(f"The model '{model}' does not exist (known: {known})")
 
 
 async def _model_ids(services: Services) -> list[str]:
@@ -69,6 +81,7 @@ async def _model_ids(services: Services) -> list[str]:
 
 def _to_ask(body: ChatCompletionRequest, services: Services, collection: str, rid: str) -> AskInput:
     settings = services.settings
+    check_message_chars([m.text() for m in body.messages], settings.server)
     last = len(body.messages) - 1
     check_max_chars(
         settings.server.max_question_chars, f"messages.{last}", body.messages[-1].text()
@@ -112,7 +125,16 @@ async def list_models(services: ServicesDep) -> ModelList:
             "description": "`chat.completion`, or `chat.completion.chunk` events "
             "ending with `data: [DONE]` when `stream` is true",
         },
-        **error_responses(404, 422, 503, 504, e404="The model maps to no collection"),
+        **error_responses(
+            400,
+            404,
+            422,
+            503,
+            504,
+            e400="Bad request: a `collection` other than the model's (the model picks the "
+            "collection), or a body that cannot be read",
+            e404="The model maps to no collection",
+        ),
     },
 )
 async def chat_completions(
@@ -121,11 +143,11 @@ async def chat_completions(
     rid = request_id(request)
     collection = await resolve_collection(body, services)
     chain = services.require_chain()
-    answer = await chain.answer(_to_ask(body, services, collection, rid))
+    ask_input = _to_ask(body, services, collection, rid)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not body.stream:
-        text = await answer.collect()
+        answer, text = await answer_text(chain, ask_input, request)
         return ChatCompletion(
             id=completion_id,
             created=created,
@@ -136,6 +158,7 @@ async def chat_completions(
             usage=UsageOut.of(answer.usage),
             sources=SourceOut.many(answer),
         )
+    answer = await unless_disconnected(request, rid, chain.answer(ask_input))
     frames = ChunkFrames(completion_id, created, body.model, body.include_usage)
     return stream_response(answer, frames, rid)
 

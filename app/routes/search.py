@@ -17,7 +17,7 @@ router = APIRouter(tags=["search"])
 @router.post(
     "/search",
     response_model=SearchResponse,
-    responses=error_responses(404, 422, e404="The collection does not exist"),
+    responses=error_responses(400, 404, 422, e404="The collection does not exist"),
     summary="Ranked chunks for a query (no generation)",
 )
 async def search(body: SearchRequest, services: ServicesDep) -> SearchResponse:

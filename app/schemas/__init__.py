@@ -32,6 +32,7 @@ from app.schemas.query import (
     TokenEvent,
     UsageOut,
     check_max_chars,
+    check_message_chars,
     not_blank,
     to_domain_filters,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "UploadedFile",
     "UsageOut",
     "check_max_chars",
+    "check_message_chars",
     "not_blank",
     "to_domain_filters",
 ]

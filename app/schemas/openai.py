@@ -10,13 +10,13 @@ from app.schemas.query import AnswerOptions, SourceOut, UsageOut
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     type: str
     text: str | None = None
 
 
 class OAIMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[ContentPart] | None = None
 
@@ -27,14 +27,17 @@ class OAIMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
     include_usage: bool = False
 
 
 class ChatCompletionRequest(AnswerOptions):
-    """OpenAI's request; unknown OpenAI fields are accepted and ignored."""
+    """OpenAI's request; unknown OpenAI fields are accepted and ignored. Strict like every
+    request model: a JSON value of another type is a 422 (`"n": true`, `"stream": "true"`)."""
 
     model_config = ConfigDict(
         extra="allow",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from pipelines.chain import AskInput
-from pipelines.settings import LLMSettings
+from pipelines.settings import LLMSettings, ServerSettings
+from pipelines.stores.terms import (
+    FILTER_KEY_PATTERN,
+    INT64,
+    MAX_FILTER_KEY,
+    MAX_FILTER_LIST,
+    MAX_FILTER_STRING,
+    MAX_FILTERS,
+    filter_key_problem,
+    filter_value_problem,
+)
 from pipelines.types import ChatMessage, Filters, Range, Scalar, SearchMode
 
 if TYPE_CHECKING:
@@ -18,7 +39,7 @@ if TYPE_CHECKING:
 
 
 class RangeFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     gt: float | None = None
     gte: float | None = None
     lt: float | None = None
@@ -31,7 +52,54 @@ class RangeFilter(BaseModel):
         return self
 
 
-FilterValue = Scalar | list[Scalar] | RangeFilter
+# Filters: the rule is the store's (pipelines/stores/terms.py), checked here so a bad field is
+# a 422 naming it (`filters.<key>`) with one message saying what is accepted, not one line per
+# union branch. The JSON schema says the same for clients and fuzzers.
+_FilterString = Annotated[str, Field(max_length=MAX_FILTER_STRING)]
+_FilterInt = Annotated[int, Field(ge=INT64[0], le=INT64[1])]
+_FilterList = Field(min_length=1, max_length=MAX_FILTER_LIST)
+FilterInput = (
+    _FilterString
+    | _FilterInt
+    | float
+    | bool
+    | Annotated[list[_FilterString], _FilterList]
+    | Annotated[list[_FilterInt], _FilterList]
+    | RangeFilter
+)
+
+
+def _filter_key(key: str) -> str:
+    problem = filter_key_problem(key)
+    if problem:
+        raise PydanticCustomError("filter_key", "{rule}", {"rule": problem})
+    return key
+
+
+def _filter_value(value: Any) -> Scalar | list[Scalar] | Range:
+    term = value
+    if isinstance(value, dict):
+        try:
+            r = RangeFilter.model_validate(value)
+        except ValidationError:
+            term = None  # answered with the whole rule below
+        else:
+            term = Range(gt=r.gt, gte=r.gte, lt=r.lt, lte=r.lte)
+    problem = filter_value_problem(term)
+    if problem:
+        raise PydanticCustomError("filter_value", "{rule}", {"rule": problem})
+    return term  # type: ignore[no-any-return]
+
+
+FilterKey = Annotated[
+    str,
+    AfterValidator(_filter_key),
+    WithJsonSchema({"type": "string", "pattern": FILTER_KEY_PATTERN, "maxLength": MAX_FILTER_KEY}),
+]
+FilterValue = Annotated[
+    Scalar | list[Scalar] | Range, PlainValidator(_filter_value, json_schema_input_type=FilterInput)
+]
+FilterMap = Annotated[dict[FilterKey, FilterValue], Field(max_length=MAX_FILTERS)]
 
 
 def not_blank(value: str) -> str:
@@ -40,9 +108,16 @@ def not_blank(value: str) -> str:
     return value
 
 
-def check_max_chars(limit: int, field: str, text: str) -> None:
-    """A question longer than the server's limit (RAG_SERVER__MAX_QUESTION_CHARS) is a 422
-    naming the field, like any other validation error."""
+def check_max_chars(
+    limit: int,
+    field: str,
+    text: str,
+    *,
+    setting: str = "RAG_SERVER__MAX_QUESTION_CHARS",
+    what: str = "String",
+) -> None:
+    """A text longer than the server's limit (the `setting` that sets it) is a 422 naming the
+    field, like any other validation error."""
     if len(text) > limit:
         loc = ("body", *(int(p) if p.isdigit() else p for p in field.split(".")))
         raise RequestValidationError(
@@ -50,29 +125,41 @@ def check_max_chars(limit: int, field: str, text: str) -> None:
                 {
                     "type": "string_too_long",
                     "loc": loc,
-                    "msg": f"String should have at most {limit} characters "
-                    "(RAG_SERVER__MAX_QUESTION_CHARS)",
+                    "msg": f"{what} should have at most {limit} characters ({setting})",
                     "input": None,
                 }
             ]
         )
 
 
-def to_domain_filters(filters: dict[str, FilterValue] | None) -> Filters | None:
-    if not filters:
-        return None
-    out: Filters = {}
-    for key, value in filters.items():
-        if isinstance(value, RangeFilter):
-            out[key] = Range(gt=value.gt, gte=value.gte, lt=value.lt, lte=value.lte)
-        else:
-            out[key] = value
-    return out
+def check_message_chars(contents: list[str], server: ServerSettings) -> None:
+    """Each message's text within RAG_SERVER__MAX_MESSAGE_CHARS and all of them within
+    RAG_SERVER__MAX_TOTAL_CHARS: checked before anything is tokenized."""
+    for i, text in enumerate(contents):
+        check_max_chars(
+            server.max_message_chars,
+            f"messages.{i}.content",
+            text,
+            setting="RAG_SERVER__MAX_MESSAGE_CHARS",
+        )
+    check_max_chars(
+        server.max_total_chars,
+        "messages",
+        "".join(contents),
+        setting="RAG_SERVER__MAX_TOTAL_CHARS",
+        what="The messages together",
+    )
+
+
+def to_domain_filters(filters: Filters | None) -> Filters | None:
+    """The request's filters (already the store's terms, checked by FilterValue)."""
+    return dict(filters) if filters else None
 
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # a JSON value of another type is a 422, not coerced (`k: "5"`, `k: true`)
         json_schema_extra={
             "examples": [
                 {"query": "What does the warranty cover?", "k": 5},
@@ -92,7 +179,7 @@ class SearchRequest(BaseModel):
     collection: str | None = Field(default=None, description="Collection (default 'default').")
     k: int | None = Field(default=None, ge=1, le=100, description="How many chunks to return.")
     mode: SearchMode | None = None
-    filters: dict[str, FilterValue] | None = Field(
+    filters: FilterMap | None = Field(
         default=None,
         description="Payload filters, all must hold: a value, a list (any of), or a range.",
     )
@@ -145,18 +232,22 @@ class Health(BaseModel):
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=16000)
+    content: str = Field(description="At most RAG_SERVER__MAX_MESSAGE_CHARS characters.")
 
 
 class AnswerOptions(BaseModel):
-    """What both answer routes (ours and the OpenAI one) take beside the messages."""
+    """What both answer routes (ours and the OpenAI one) take beside the messages. Every
+    request model is strict: a JSON value must have the field's type (an integer is a number;
+    `"5"` or `true` is no integer), inherited by AskRequest and ChatCompletionRequest."""
+
+    model_config = ConfigDict(strict=True)
 
     collection: str | None = None
     k: int | None = Field(default=None, ge=1, le=50)
     mode: SearchMode | None = None
-    filters: dict[str, FilterValue] | None = None
+    filters: FilterMap | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
 
     def ask_input(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import platform
+import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -36,6 +37,9 @@ class VllmEngineGenerator:
         # Use `start()`: it resolves the weights and builds the engine off the event loop.
         self._engine = engine
         self._tokenizer = tokenizer
+        # Tokenizing runs in worker threads (the chain's budget, each prompt); a Hugging Face
+        # fast tokenizer is not safe to share between threads at once ("Already borrowed").
+        self._tokenizer_lock = threading.Lock()
         self._name = name
         self._max_model_len = max_model_len
         self._closed = False
@@ -72,7 +76,8 @@ class VllmEngineGenerator:
         return str(self._engine.model_config.dtype).removeprefix("torch.")
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text, add_special_tokens=False))
+        with self._tokenizer_lock:
+            return len(self._tokenizer.encode(text, add_special_tokens=False))
 
     async def ready(self) -> bool:
         if self._closed:
@@ -99,7 +104,8 @@ class VllmEngineGenerator:
                 f"unknown model '{request.model}'; known models: {self._name} "
                 "(the in-process engine serves one model)"
             )
-        prompt_ids = self._prompt_ids(request)
+        # Off the event loop: a long history takes the tokenizer milliseconds.
+        prompt_ids = await asyncio.to_thread(self._prompt_ids, request)
         room = self._max_model_len - len(prompt_ids)
         if room < 1:
             raise InvalidInput(
@@ -148,10 +154,10 @@ class VllmEngineGenerator:
         if not request.messages:
             raise InvalidInput("a generation request needs at least one message")
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        # A short, CPU-cheap call (Rust tokenizer): not worth a thread hop.
-        ids = self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
+        with self._tokenizer_lock:
+            ids = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
         return [int(i) for i in ids]
 
     async def close(self) -> None:

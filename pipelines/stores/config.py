@@ -30,6 +30,7 @@ class StoreConfig:
     replication_factor: int  # a Qdrant server only
     hybrid: HybridParams
     exact: bool = False  # brute-force dense search: the reference for HNSW recall
+    min_free_mb: int = 64  # the embedded store refuses writes with less free on its disk
 
     @classmethod
     def from_settings(
@@ -55,4 +56,5 @@ class StoreConfig:
             shard_number=q.shard_number,
             replication_factor=q.replication_factor,
             hybrid=HybridParams.from_settings(retrieval),
+            min_free_mb=q.min_free_mb,
         )

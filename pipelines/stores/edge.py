@@ -6,6 +6,7 @@ import json
 import shutil
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ import qdrant_edge as qe
 from pipelines.errors import CollectionNotFound, StoreLocked
 from pipelines.ranking import Scored
 from pipelines.stores.config import StoreConfig
+from pipelines.stores.faults import allocated_bytes, check_space, storage_faults, write_atomically
 from pipelines.stores.schema import (
     DENSE,
     PAYLOAD_INDEXES,
@@ -32,6 +34,7 @@ from pipelines.types import EmbeddedChunk, Filters, Hit, SparseVector
 
 T = TypeVar("T")
 _META = "ragserve.json"  # written last when a shard is created: a shard without it is torn
+_POINT_BYTES = 16 * 1024  # disk a point may take at most when written (WAL + segment), text aside
 _INDEX_TYPES = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
 
 # -- translation: the store's terms in qdrant-edge's ----------------------------------------
@@ -163,6 +166,8 @@ class EdgeBackend:
         self._open_lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(max_threads)
         self._dirty: set[str] = set()
+        self._min_free = config.min_free_mb * 2**20
+        self._index_bytes: dict[str, int] = {}  # what indexing at commit may need, per shard
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(partial(fn, *args), limiter=self._limiter)
@@ -179,9 +184,10 @@ class EdgeBackend:
 
     def _layout(self, collection: str) -> Layout | None:
         meta_file = self._path(collection) / _META
-        if not meta_file.is_file():
-            return None
-        meta = json.loads(meta_file.read_text())
+        with storage_faults(f"read collection '{collection}'", meta_file.parent):
+            if not meta_file.is_file():
+                return None
+            meta = json.loads(meta_file.read_text())
         return Layout(dim=meta.get("dim"), distance=meta.get("distance"), model=meta.get("model"))
 
     async def layout(self, collection: str) -> Layout | None:
@@ -192,39 +198,67 @@ class EdgeBackend:
             if collection in self._shards:
                 return
             path = self._path(collection)
-            if (path / _META).is_file():
-                try:
-                    shard = qe.EdgeShard.load(str(path))
-                except Exception as exc:  # the engine raises a bare Exception
-                    if "WouldBlock" in str(exc):  # another process holds the shard's WAL lock
-                        raise StoreLocked(collection, str(path)) from exc
-                    raise
-            elif create:
-                shard = self._create(collection, path)
-            else:
-                raise CollectionNotFound(collection)
+            with storage_faults(f"open collection '{collection}'", path):
+                if (path / _META).is_file():
+                    shard = self._load(collection, path)
+                elif create:
+                    shard = self._create(collection, path)
+                else:
+                    raise CollectionNotFound(collection)
             self._shards[collection] = shard
+
+    @staticmethod
+    def _load(collection: str, path: Path) -> qe.EdgeShard:
+        try:
+            return qe.EdgeShard.load(str(path))
+        except Exception as exc:  # the engine raises a bare Exception
+            if "WouldBlock" in str(exc):  # another process holds the shard's WAL lock
+                raise StoreLocked(collection, str(path)) from exc
+            raise
 
     def _create(self, collection: str, path: Path) -> qe.EdgeShard:
         # A folder without the meta file is a create that died half-way: start over.
         shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        shard = qe.EdgeShard.create(str(path), edge_config(self._config))
-        for field, kind in PAYLOAD_INDEXES.items():
-            shard.update(qe.UpdateOperation.create_field_index(field, _INDEX_TYPES[kind]))
-        shard.flush()
+        check_space(f"create collection '{collection}'", path, self._min_free)
         c = self._config
         meta = {"dim": c.dim, "distance": "cosine", "model": c.embedding_model, "sparse": SPARSE}
-        (path / _META).write_text(json.dumps(meta))
+        shard = None
+        try:
+            path.mkdir(parents=True)
+            shard = qe.EdgeShard.create(str(path), edge_config(self._config))
+            for field, kind in PAYLOAD_INDEXES.items():
+                shard.update(qe.UpdateOperation.create_field_index(field, _INDEX_TYPES[kind]))
+            shard.flush()
+            write_atomically(path / _META, json.dumps(meta))
+        except BaseException:
+            # No half-made shard stays behind taking space (the next create would start over).
+            if shard is not None:
+                with suppress(Exception):
+                    shard.close()
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         return shard
 
     async def open(self, collection: str, *, create: bool) -> None:
         await self._run(self._open, collection, create)
 
     async def collections(self) -> list[str]:
-        if not self._root.is_dir():
-            return []
-        return [p.name for p in self._root.iterdir() if (p / _META).is_file()]
+        with storage_faults("list the collections", self._root):
+            if not self._root.is_dir():
+                return []
+            return [p.name for p in self._root.iterdir() if (p / _META).is_file()]
+
+    def _check_write(self, collection: str, points: int = 0) -> str:
+        """What a write does, in an error. Refused before it starts unless the disk keeps room
+        for it and for indexing at commit (a rewrite of the shard's segments): a full disk
+        stops a run before it writes, not between its writes and their index."""
+        what, path = f"write to collection '{collection}'", self._path(collection)
+        if collection not in self._index_bytes:
+            self._index_bytes[collection] = allocated_bytes(path)
+        written = points * (_POINT_BYTES + self._config.dim * 8)
+        check_space(what, path, self._min_free + self._index_bytes[collection] + written)
+        self._index_bytes[collection] += written  # the shard grows: so does its index rewrite
+        return what
 
     def _drop(self, collection: str) -> None:
         path = self._path(collection)
@@ -233,6 +267,7 @@ class EdgeBackend:
             if shard is not None:
                 shard.close()
             self._dirty.discard(collection)
+            self._index_bytes.pop(collection, None)
             shutil.rmtree(path, ignore_errors=True)
 
     async def drop(self, collection: str) -> None:
@@ -241,7 +276,10 @@ class EdgeBackend:
     async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None:
         shard = self.shard(collection)
         operation = qe.UpdateOperation.upsert_points([edge_point(p) for p in points])
-        await self._run(shard.update, operation)
+        extra = sum(len(p.chunk.text) for p in points) * 4  # UTF-8 text in the WAL and payload
+        what = await self._run(self._check_write, collection, len(points) + extra // _POINT_BYTES)
+        with storage_faults(what, self._path(collection)):
+            await self._run(shard.update, operation)
         self._dirty.add(collection)
 
     async def delete(self, collection: str, must: Filters, must_not: Filters | None) -> None:
@@ -249,7 +287,9 @@ class EdgeBackend:
         flt = edge_filter(must, must_not)
         if flt is None:  # nothing selected
             return
-        await self._run(shard.update, qe.UpdateOperation.delete_points_by_filter(flt))
+        what = await self._run(self._check_write, collection)
+        with storage_faults(what, self._path(collection)):
+            await self._run(shard.update, qe.UpdateOperation.delete_points_by_filter(flt))
         self._dirty.add(collection)
 
     async def scroll(
@@ -281,25 +321,38 @@ class EdgeBackend:
         return await self._run(_vectors, self.shard(collection), ids)
 
     def _finish(self, collection: str) -> None:
-        shard = self._shards[collection]
-        shard.optimize()  # Edge has no background optimizer: build the HNSW index now.
-        shard.flush()
+        shard, path = self._shards[collection], self._path(collection)
+        what = f"index collection '{collection}'"
+        # Optimizing rewrites the segments: as much again as the shard takes may be needed.
+        check_space(what, path, self._min_free + allocated_bytes(path))
+        with storage_faults(what, path):
+            shard.optimize()  # Edge has no background optimizer: build the HNSW index now.
+            shard.flush()
 
     async def commit(self, collection: str) -> None:
         """Flush and index what this process wrote (called at the end of an ingest run)."""
         if collection in self._dirty:
             await self._run(self._finish, collection)
             self._dirty.discard(collection)
+        self._index_bytes.pop(collection, None)
 
     async def healthy(self) -> bool:
         return True
 
     async def close(self) -> None:
         with self._open_lock:
-            for shard in self._shards.values():
-                shard.flush()
-                shard.close()
-            self._shards.clear()
+            shards, self._shards = self._shards, {}
+            failed: Exception | None = None
+            for collection, shard in shards.items():
+                try:  # every shard is closed, even after another failed to flush
+                    with storage_faults(f"flush collection '{collection}'", self._path(collection)):
+                        shard.flush()
+                except Exception as exc:
+                    failed = failed or exc
+                finally:
+                    shard.close()
+            if failed is not None:
+                raise failed
 
 
 class EdgeStore(QdrantStore):

@@ -21,13 +21,14 @@ PAYLOAD_INDEXES: dict[str, Literal["keyword", "integer"]] = {
 # What document_states() reads back, without vectors or text.
 STATE_FIELDS = ["doc_id", "source", "content_hash", "chunk_count"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_collection_name(name: str) -> str:
-    if not _NAME.match(name) or ".." in name:
+    # fullmatch: `re.match` with `$` would let "default\n" through (a newline in a dir name)
+    if not _NAME.fullmatch(name) or ".." in name:
         raise InvalidInput(
-            f"invalid collection name '{name}': use 1-64 letters, digits, '_', '-' or '.', "
+            f"invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
         )
     return name

@@ -16,7 +16,7 @@ from pipelines.errors import CollectionNotFound, SchemaMismatch
 from pipelines.ranking import Query, Scored, ranked_search, rescore_oversampling
 from pipelines.stores.config import StoreConfig
 from pipelines.stores.schema import Layout, check_collection_name
-from pipelines.stores.terms import DenseNearest, Nearest, SparseNearest
+from pipelines.stores.terms import DenseNearest, Nearest, SparseNearest, check_filters
 from pipelines.types import (
     CollectionStats,
     DenseQuery,
@@ -166,6 +166,7 @@ class QdrantStore:
         return CollectionStats(name=collection, documents=docs, chunks=chunks)
 
     async def count(self, collection: str, filters: Filters | None = None) -> int:
+        filters = check_filters(filters)
         await self.ensure_collection(collection, create=False)
         return await self._backend.count(collection, filters)
 
@@ -191,6 +192,7 @@ class QdrantStore:
         mode: SearchMode,
         filters: Filters | None = None,
     ) -> list[Hit]:
+        filters = check_filters(filters)  # a client's (API, CLI): a bad one is InvalidInput
         await self.ensure_collection(collection, create=False)
         return await ranked_search(
             self,

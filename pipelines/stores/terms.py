@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from pipelines.errors import InvalidInput
 from pipelines.stores.schema import DENSE, SPARSE
 from pipelines.types import EmbeddedChunk, Filters, Range, Scalar, SparseVector
 
@@ -40,6 +43,81 @@ class SparseNearest:
 
 
 Nearest = DenseNearest | SparseNearest
+
+
+# -- what a filter may say: checked once here, for the API's models and the store alike ------
+
+MAX_FILTERS = 32
+MAX_FILTER_KEY = 128
+MAX_FILTER_STRING = 4096
+MAX_FILTER_LIST = 256
+INT64 = (-(2**63), 2**63 - 1)
+# A payload field as both backends read it: dotted parts (`meta.lang`), no JSON-path syntax.
+FILTER_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$"
+_KEY = re.compile(FILTER_KEY_PATTERN)
+FILTER_KEY_RULE = (
+    f"a filter field is a payload field name of at most {MAX_FILTER_KEY} characters: "
+    "letters, digits, '_' or '-', starting with a letter or '_', with '.' between nested names"
+)
+FILTER_VALUE_RULE = (
+    f"a filter value is a string (at most {MAX_FILTER_STRING} characters), an integer "
+    "(64-bit), a boolean, a finite number (matched as the range [value, value]), a list of "
+    f"1-{MAX_FILTER_LIST} strings or of 1-{MAX_FILTER_LIST} integers (any of), or a range "
+    "object with at least one of gt, gte, lt, lte (finite numbers)"
+)
+
+
+def filter_key_problem(key: object) -> str | None:
+    """Why `key` is no filter field (None: it is one)."""
+    if isinstance(key, str) and len(key) <= MAX_FILTER_KEY and _KEY.fullmatch(key):
+        return None
+    return FILTER_KEY_RULE
+
+
+def _is_int64(value: object) -> bool:
+    return type(value) is int and INT64[0] <= value <= INT64[1]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def filter_value_problem(value: object) -> str | None:
+    """Why `value` is no filter value both backends can match (None: it is one). A list holds
+    strings or integers only: Qdrant's match-any takes no floats or booleans."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        ok = len(value) <= MAX_FILTER_STRING
+    elif isinstance(value, int):
+        ok = _is_int64(value)
+    elif isinstance(value, float):
+        ok = math.isfinite(value)
+    elif isinstance(value, list):
+        ok = 0 < len(value) <= MAX_FILTER_LIST and (
+            all(isinstance(v, str) and len(v) <= MAX_FILTER_STRING for v in value)
+            or all(_is_int64(v) for v in value)
+        )
+    elif isinstance(value, Range):
+        bounds = [b for b in (value.gt, value.gte, value.lt, value.lte) if b is not None]
+        ok = bool(bounds) and all(_is_number(b) and math.isfinite(b) for b in bounds)
+    else:
+        ok = False
+    return None if ok else FILTER_VALUE_RULE
+
+
+def check_filters(filters: Mapping[str, Any] | None) -> Filters | None:
+    """`filters` when every field and value is one the store can match; else InvalidInput
+    naming the first bad field (`filters.<key>`) and what is accepted."""
+    if not filters:
+        return None
+    if len(filters) > MAX_FILTERS:
+        raise InvalidInput(f"filters: at most {MAX_FILTERS} fields")
+    for key, value in filters.items():
+        problem = filter_key_problem(key) or filter_value_problem(value)
+        if problem:
+            raise InvalidInput(f"filters.{key}: {problem}")
+    return dict(filters)
 
 
 @dataclass(frozen=True, slots=True)

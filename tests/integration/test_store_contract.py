@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +33,54 @@ async def test_unknown_collection_is_not_found(store: VectorStore) -> None:
 async def test_bad_collection_name_is_invalid_input(store: VectorStore) -> None:
     with pytest.raises(InvalidInput, match="invalid collection name"):
         await store.ensure_collection("../etc", create=True)
+
+
+async def test_collection_name_with_trailing_newline_is_invalid_input(store: VectorStore) -> None:
+    with pytest.raises(InvalidInput, match="invalid collection name"):
+        await store.ensure_collection("default\n", create=True)
+    with pytest.raises(InvalidInput, match="invalid collection name"):
+        await store.upsert("c\n", [contract_point("d1", 0, 1, [1, 0, 0, 0], "apples")])
+    assert await store.list_collections() == []
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"": "x"},
+        {"$where": "x"},
+        {"a b": "x"},
+        {"a..b": "x"},
+        {"a[": "x"},
+        {"page": 10**30},
+        {"page": -(2**63) - 1},
+        {"page": [1.5, 2.5]},
+        {"page": ["x", 1, True]},
+        {"page": [True, False]},
+        {"page": []},
+        {"page": float("nan")},
+        {"page": Range(gte=float("inf"))},
+        {"page": Range()},
+    ],
+    ids=repr,
+)
+async def test_filter_the_engine_cannot_match_is_invalid_input_naming_the_field(
+    store: VectorStore, filters: dict[str, Any]
+) -> None:
+    await seed_contract(store)
+    (key,) = filters
+    with pytest.raises(InvalidInput, match=f"^filters\\.{re.escape(key)}: a filter"):
+        await store.search("c", dense=[1, 0, 0, 0], sparse=None, k=3, mode="dense", filters=filters)
+    with pytest.raises(InvalidInput, match=f"^filters\\.{re.escape(key)}: "):
+        await store.count("c", filters)
+
+
+async def test_filters_within_the_rules_match_on_both_backends(store: VectorStore) -> None:
+    await seed_contract(store)
+    assert await store.count("c", {"page": [1, 2]}) == 2
+    assert await store.count("c", {"page": 2.0}) == 1
+    assert await store.count("c", {"page": Range(gte=-(2**63), lt=2)}) == 1
+    assert await store.count("c", {"doc_id": ["d2", "d3"], "chunk_index": 0}) == 2
+    assert await store.count("c", {"meta.lang": "en"}) == 0
 
 
 async def test_dense_search_ranks_by_cosine(store: VectorStore) -> None:

@@ -5,6 +5,8 @@ shape and no model for wiring tests in tests/unit."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -15,7 +17,11 @@ from pipelines.types import GenerationChunk, GenerationRequest
 @dataclass
 class ScriptedGenerator:
     """Streams `tokens` (after `delay_s` each), or fails where told; records every request,
-    which are running and which were abandoned before their end."""
+    which are running and which were abandoned before their end. With `forever`, a stream
+    never ends (its tokens repeat, each after a turn of the event loop at least) until the
+    consumer closes it. `generating` is set once a stream yields tokens, `abandoned` once one
+    was closed before its end: threading events, so that a test on another loop or thread than
+    the server's can wait for them."""
 
     tokens: list[str] = field(default_factory=lambda: ["Venus ", "is ", "hot ", "[1]", "."])
     fail_before_first: bool = False
@@ -25,6 +31,9 @@ class ScriptedGenerator:
     requests: list[GenerationRequest] = field(default_factory=list)
     active: set[str] = field(default_factory=set)
     aborted: list[str] = field(default_factory=list)
+    forever: bool = False
+    generating: threading.Event = field(default_factory=threading.Event)
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
     @property
     def model_names(self) -> list[str]:
@@ -51,12 +60,14 @@ class ScriptedGenerator:
             )
             return
         self.active.add(rid)
+        self.generating.set()
         finished = False
+        tokens = itertools.cycle(self.tokens) if self.forever else iter(self.tokens)
         try:
-            for i, tok in enumerate(self.tokens):
+            for i, tok in enumerate(tokens):
                 if self.fail_after is not None and i == self.fail_after:
                     raise GenerationFailed("upstream generator died mid-stream")
-                if self.delay_s:
+                if self.delay_s or self.forever:
                     await asyncio.sleep(self.delay_s)
                 yield GenerationChunk(tok)
             finished = True
@@ -67,6 +78,7 @@ class ScriptedGenerator:
             self.active.discard(rid)
             if not finished:
                 self.aborted.append(rid)
+                self.abandoned.set()
 
     async def close(self) -> None:
         return None
@@ -79,6 +91,9 @@ class ScriptedGenerator:
         self.fail_after = fresh.fail_after
         self.delay_s = fresh.delay_s
         self.rewrite_to = fresh.rewrite_to
+        self.forever = fresh.forever
+        self.generating.clear()
+        self.abandoned.clear()
         self.requests.clear()
         self.active.clear()
         self.aborted.clear()

@@ -139,3 +139,29 @@ def test_pdf_paragraph_ends_become_blank_lines_for_the_chunker() -> None:
     first, second = clean_pdf_pages([page])[0].split("\n\n")
     assert first.endswith("water flows from the vent.")
     assert second.startswith("Check the seals every month.")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x8f\x11 random bytes, not a ZIP archive" * 40,  # python-docx: "Package not found"
+        b"PK\x03\x04 a truncated ZIP header",
+    ],
+    ids=["not-a-zip", "broken-zip"],
+)
+def test_a_file_that_is_not_a_docx_says_so_without_its_path(tmp_path: Path, data: bytes) -> None:
+    p = tmp_path / "random.docx"
+    p.write_bytes(data)
+    with pytest.raises(LoadError, match=r"not a valid \.docx file") as raised:
+        _load(p)
+    assert str(tmp_path) not in str(raised.value)
+
+
+def test_a_zip_without_a_word_document_is_not_a_docx(tmp_path: Path) -> None:
+    import zipfile
+
+    p = tmp_path / "sheet.docx"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("hello.txt", "not a Word document")
+    with pytest.raises(LoadError, match=r"not a valid \.docx file \(no Word document inside\)"):
+        _load(p)
