@@ -32,6 +32,9 @@ class LoadedDocument:
     sections: list[Section]
     kind: str  # "text", "markdown", "html", "pdf", "docx", "jsonl"
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The file's absolute path on the server, kept (never shown) for a CLI-ingested document
+    # whose `source` is its display name; "" for an upload (its name is its identity).
+    path: str = ""
 
     @property
     def text(self) -> str:
@@ -292,7 +295,18 @@ def load_file(path: Path, failures: list[LoadFailure]) -> Iterator[LoadedDocumen
 
 def discover(paths: list[Path]) -> tuple[list[Path], list[LoadFailure]]:
     """Expand folders recursively (supported types, no hidden files); report missing paths."""
+    files, _, missing = discover_named(paths)
+    return files, missing
+
+
+def discover_named(
+    paths: list[Path],
+) -> tuple[list[Path], dict[str, str], list[LoadFailure]]:
+    """`discover`, with each file's display name (by its resolved path): its path relative to
+    the folder it was found under ('guides/install.md'), or its file name when given as a
+    file. A file reached from several paths keeps the name of the first."""
     files: list[Path] = []
+    names: dict[str, str] = {}
     missing: list[LoadFailure] = []
     for root in paths:
         if root.is_dir():
@@ -303,9 +317,13 @@ def discover(paths: list[Path]) -> tuple[list[Path], list[LoadFailure]]:
                     and p.suffix.lower() in SUPPORTED
                     and not any(part.startswith(".") for part in rel)
                 ):
-                    files.append(p.resolve())
+                    resolved = p.resolve()
+                    files.append(resolved)
+                    names.setdefault(str(resolved), "/".join(rel))
         elif root.is_file():
-            files.append(root.resolve())
+            resolved = root.resolve()
+            files.append(resolved)
+            names.setdefault(str(resolved), resolved.name)
         else:
             missing.append(LoadFailure(str(root), "no such file or directory"))
-    return list(dict.fromkeys(files)), missing
+    return list(dict.fromkeys(files)), names, missing

@@ -21,14 +21,15 @@ import anyio
 import anyio.lowlevel
 
 from ingest.chunking import Chunker
-from ingest.loaders import LoadedDocument, LoadError, LoadFailure, discover, load_file
+from ingest.loaders import LoadedDocument, LoadError, LoadFailure, discover_named, load_file
 from pipelines.identity import chunk_point_id, content_hash, document_id
 from pipelines.ports import Embedder, SparseEncoder, VectorStore
 from pipelines.types import Chunk, DocState, EmbeddedChunk, Scalar, SparseVector
 
 log = logging.getLogger(__name__)
 _END = object()
-# Up to this many files, a run reads back only their documents' states (by source); more, or
+# Up to this many files, a run reads back only their documents' states (by path, or by source
+# for uploads and for collections older than the `path` field); more, or
 # --prune (which must see every document), read the whole collection once.
 STATE_LOOKUP_MAX_FILES = 1000
 
@@ -79,21 +80,36 @@ class _FileMark:
     source: str
 
 
-def _rename(source: str, names: Mapping[str, str]) -> str:
-    """A loaded file's source under the name it was given (an upload's file name); corpus
-    lines ('path#id', 'path:line') keep their suffix."""
-    for path, name in names.items():
-        if source == path or source.startswith((path + "#", path + ":")):
-            return name + source[len(path) :]
-    return source
+def _swap(value: str, path: str, name: str) -> str:
+    """A loaded file's key or source with its path replaced by its display name; corpus lines
+    ('path#id', 'path:line') keep their suffix."""
+    if value == path or value.startswith((path + "#", path + ":")):
+        return name + value[len(path) :]
+    return value
 
 
-def _scrub(reason: str, names: Mapping[str, str]) -> str:
-    """A failure's reason with each file's path replaced by its given name: a library's
-    message may quote the path, and an upload's path is a temporary folder of the server."""
-    for path, name in names.items():
-        reason = reason.replace(path, name)
-    return reason
+def _file_of(source: str, names: Mapping[str, str]) -> str | None:
+    """The file path a failure's source ('path', 'path:line', 'path#id') starts with."""
+    if source in names:
+        return source
+    for i, ch in enumerate(source):
+        if ch in "#:" and source[:i] in names:
+            return source[:i]
+    return None
+
+
+def _public(failure: LoadFailure, names: Mapping[str, str]) -> dict[str, str]:
+    """A failure as a user reads it: its file's path replaced by its display name, in its
+    source and in its reason (a library's message may quote the path; an upload's path is a
+    temporary folder of the server)."""
+    path = _file_of(failure.source, names)
+    if path is None:
+        return {"source": failure.source, "reason": failure.reason}
+    name = names[path]
+    return {
+        "source": _swap(failure.source, path, name),
+        "reason": failure.reason.replace(path, name),
+    }
 
 
 class IngestPipeline:
@@ -129,6 +145,7 @@ class IngestPipeline:
                 doc_id=doc_id,
                 collection=collection,
                 source=doc.source,
+                path=doc.path,
                 title=doc.title,
                 text=p.text,
                 chunk_index=i,
@@ -155,25 +172,30 @@ class IngestPipeline:
         seen: set[str],
         stop: threading.Event,
         names: Mapping[str, str],
+        uploads: set[str],
     ) -> None:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         try:
             for path in files:
                 if stop.is_set():
                     return
+                file = str(path)
+                name = names.get(file, path.name)
                 try:
                     for doc in load_file(path, failures):
-                        if names:
-                            doc.key, doc.source = (
-                                _rename(doc.key, names),
-                                _rename(doc.source, names),
-                            )
+                        doc.source = _swap(doc.source, file, name)
+                        if file in uploads:  # its name is its identity: no server path kept
+                            doc.key = _swap(doc.key, file, name)
+                        else:  # its id stays that of its path (as before display names)
+                            doc.path = file
                         doc_id = document_id(collection, doc.key)
                         seen.add(doc_id)
                         state = states.get(doc_id)
-                        # Cheap skip before chunking: same text + recipe and all chunks present.
-                        if state is not None and state.is_complete(
-                            content_hash(doc.text, self._recipe)
+                        # Cheap skip before chunking: same text + recipe, all chunks present,
+                        # and already labelled so (an older collection's absolute source is
+                        # rewritten once, under the same ids).
+                        if state is not None and state.is_current(
+                            content_hash(doc.text, self._recipe), doc.source, doc.path
                         ):
                             out.put(_Prepared(doc_id, doc, []))
                             continue
@@ -205,21 +227,30 @@ class IngestPipeline:
         progress: Progress | None = None,
         names: Mapping[Path, str] | None = None,
     ) -> IngestSummary:
-        """Ingest the files under `paths` into `collection`. `names` gives files a source other
-        than their path (uploads: the client's file name, so the document keeps its identity
-        across uploads from different temporary files)."""
+        """Ingest the files under `paths` into `collection`. A document's source is its file's
+        display name (its path relative to the folder in `paths` it was found under, or its
+        file name), never a server path; its id stays derived from that path. `names` gives
+        files a source that is also their identity (uploads: the client's file name, so the
+        document keeps its identity across uploads from different temporary files)."""
         started = time.perf_counter()
         progress = progress or NoProgress()
         summary = IngestSummary(collection=collection)
         await self._store.ensure_collection(collection, create=True)
-        files, failures = await anyio.to_thread.run_sync(discover, list(paths))
-        renames = {str(Path(p).resolve()): n for p, n in (names or {}).items()}  # noqa: ASYNC240
+        files, display, failures = await anyio.to_thread.run_sync(discover_named, list(paths))
+        given = {str(Path(p).resolve()): n for p, n in (names or {}).items()}  # noqa: ASYNC240
+        renames = {**display, **given}
+        uploads = set(given)
         states: dict[str, DocState] = {}
         if prune or len(files) > self.state_lookup_max_files:
             states = await self._store.document_states(collection)
         elif files:  # only these files' documents: ms, where reading 1M chunks takes ~30 s
-            sources: list[Scalar] = [renames.get(str(f), str(f)) for f in files]
-            states = await self._store.document_states(collection, {"source": sources})
+            on_disk: list[Scalar] = [str(f) for f in files if str(f) not in uploads]
+            # Uploads by their name; files by their path, and by their path as the source of
+            # a collection older than the `path` field.
+            sources: list[Scalar] = [given.get(str(f), str(f)) for f in files]
+            if on_disk:
+                states = await self._store.document_states(collection, {"path": on_disk})
+            states.update(await self._store.document_states(collection, {"source": sources}))
         summary.files = len(files)
         progress.files_total(len(files))
 
@@ -228,7 +259,7 @@ class IngestPipeline:
         stop = threading.Event()
         producer = threading.Thread(
             target=self._produce,
-            args=(files, collection, states, q, failures, seen, stop, renames),
+            args=(files, collection, states, q, failures, seen, stop, renames, uploads),
             name="ingest-loader",
             daemon=True,
         )
@@ -273,7 +304,7 @@ class IngestPipeline:
                 if item is _END:
                     break
                 if isinstance(item, _FileMark):
-                    progress.file_done(_rename(item.source, renames))
+                    progress.file_done(renames.get(item.source, item.source))
                     continue
                 assert isinstance(item, _Prepared)
                 if not item.chunks:
@@ -304,14 +335,11 @@ class IngestPipeline:
             summary.deleted = await self._prune(
                 collection,
                 states,
-                seen | {d for d, st in states.items() if st.source in failed_sources},
+                seen | {d for d, st in states.items() if (st.path or st.source) in failed_sources},
                 roots,
             )
         await self._store.commit(collection)
-        summary.failed = [
-            {"source": _rename(f.source, renames), "reason": _scrub(f.reason, renames)}
-            for f in failures
-        ]
+        summary.failed = [_public(f, renames) for f in failures]
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary
 
@@ -321,7 +349,7 @@ class IngestPipeline:
         """Delete documents under the given paths not seen in this run, or whose file is gone."""
 
         def is_gone(state: DocState) -> bool:
-            source = Path(state.source)
+            source = Path(state.path or state.source)  # an older collection: its path as source
             if not source.is_absolute():  # uploads are not files: only their API deletes them
                 return False
             under_root = any(source == r or r in source.parents for r in roots)

@@ -12,6 +12,14 @@ SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
 # side of a hybrid search while the query is still being embedded.
 DenseQuery = list[float] | Callable[[], Awaitable[list[float]]]
 Scalar = str | int | float | bool
+# Payload fields the store keeps for the ingest job alone (a file's server path): never in a
+# hit, a source or a listing a client gets, and no filter field a client may use.
+PRIVATE_FIELDS = frozenset({"path"})
+
+
+def public_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` without its PRIVATE_FIELDS."""
+    return {k: v for k, v in payload.items() if k not in PRIVATE_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,9 @@ class Chunk:
     metadata: dict[str, Any] = field(default_factory=dict)
     # Context embedded ahead of `text` (the document title when the text lacks it).
     heading: str = ""
+    # The file's absolute server path (CLI ingest; "" for an upload). Stored for the ingest
+    # job's own lookups and prune only: never shown to a client (see PRIVATE_FIELDS).
+    path: str = ""
 
     @property
     def embedding_text(self) -> str:
@@ -66,7 +77,11 @@ class Chunk:
             "ingested_at": self.ingested_at,
             "page": self.page,
         }
-        payload.update({k: v for k, v in self.metadata.items() if k not in payload})
+        if self.path:
+            payload["path"] = self.path
+        payload.update(
+            {k: v for k, v in self.metadata.items() if k not in payload and k not in PRIVATE_FIELDS}
+        )
         return payload
 
 
@@ -113,9 +128,19 @@ class DocState:
     chunks: int = 0
     hashes: set[str] = field(default_factory=set)
     expected_chunks: int = 0
+    path: str = ""  # the file's server path ("" for an upload or an older collection)
+    mixed: bool = False  # its chunks disagree on source or path (an interrupted relabel)
 
     def is_complete(self, content_hash: str) -> bool:
         return self.hashes == {content_hash} and self.chunks == self.expected_chunks
+
+    def is_current(self, content_hash: str, source: str, path: str) -> bool:
+        """Complete, and every chunk already carries this source and path: nothing to write."""
+        return (
+            self.is_complete(content_hash)
+            and not self.mixed
+            and (self.source, self.path) == (source, path)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from app.cli.console import check_mode, console, fail, out, run, start_command
 from pipelines.settings import Settings
+from pipelines.types import public_payload
 
 if TYPE_CHECKING:
     from pipelines.types import Hit
@@ -50,7 +51,7 @@ def search(
 def _hit_json(hit: Hit) -> dict[str, Any]:
     """A hit as `rag search --json` prints it: its payload (less the collection), score and
     chunk id."""
-    payload = {k: v for k, v in hit.payload.items() if k != "collection"}
+    payload = {k: v for k, v in public_payload(hit.payload).items() if k != "collection"}
     return {**payload, "score": hit.score, "chunk_id": hit.chunk_id}
 
 

@@ -30,7 +30,7 @@ from pipelines.stores.terms import (
     filter_key_problem,
     filter_value_problem,
 )
-from pipelines.types import ChatMessage, Filters, Range, Scalar, SearchMode
+from pipelines.types import ChatMessage, Filters, Range, Scalar, SearchMode, public_payload
 
 if TYPE_CHECKING:
     from langchain_core.documents import Document
@@ -167,7 +167,7 @@ class SearchRequest(BaseModel):
                     "query": "install steps",
                     "collection": "manuals",
                     "mode": "hybrid",
-                    "filters": {"source": "/docs/install.md", "page": {"gte": 2}},
+                    "filters": {"source": "guides/install.md", "page": {"gte": 2}},
                 },
             ]
         },
@@ -206,7 +206,7 @@ class SearchHit(BaseModel):
     @classmethod
     def from_document(cls, doc: Document) -> SearchHit:
         """From the LangChain retriever's Document (metadata: payload, score, chunk id)."""
-        fields = {k: v for k, v in doc.metadata.items() if k != "collection"}
+        fields = {k: v for k, v in public_payload(doc.metadata).items() if k != "collection"}
         return cls.model_validate({**fields, "text": doc.page_content})
 
 

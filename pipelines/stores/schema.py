@@ -17,9 +17,10 @@ PAYLOAD_INDEXES: dict[str, Literal["keyword", "integer"]] = {
     "source": "keyword",
     "content_hash": "keyword",
     "chunk_index": "integer",
+    "path": "keyword",  # the ingest job's lookup of a file's documents (never a client's)
 }
 # What document_states() reads back, without vectors or text.
-STATE_FIELDS = ["doc_id", "source", "content_hash", "chunk_count"]
+STATE_FIELDS = ["doc_id", "source", "path", "content_hash", "chunk_count"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 

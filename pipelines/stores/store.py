@@ -92,8 +92,11 @@ def _add_states(states: dict[str, DocState], payloads: Iterable[dict[str, Any]])
     for pl in payloads:
         doc_id = str(pl.get("doc_id"))
         st = states.get(doc_id)
+        source, path = str(pl.get("source")), str(pl.get("path") or "")
         if st is None:
-            st = states[doc_id] = DocState(doc_id=doc_id, source=str(pl.get("source")))
+            st = states[doc_id] = DocState(doc_id=doc_id, source=source, path=path)
+        elif (st.source, st.path) != (source, path):
+            st.mixed = True
         st.chunks += 1
         st.hashes.add(str(pl.get("content_hash")))
         st.expected_chunks = int(pl.get("chunk_count") or 0)

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from pipelines.errors import InvalidInput
 from pipelines.stores.schema import DENSE, SPARSE
-from pipelines.types import EmbeddedChunk, Filters, Range, Scalar, SparseVector
+from pipelines.types import PRIVATE_FIELDS, EmbeddedChunk, Filters, Range, Scalar, SparseVector
 
 C = TypeVar("C")  # a backend's condition
 F = TypeVar("F")  # a backend's filter
@@ -68,8 +68,11 @@ FILTER_VALUE_RULE = (
 
 
 def filter_key_problem(key: object) -> str | None:
-    """Why `key` is no filter field (None: it is one)."""
+    """Why `key` is no filter field (None: it is one). A private field (a file's server path)
+    is none: matching on it would let a client probe the server's paths."""
     if isinstance(key, str) and len(key) <= MAX_FILTER_KEY and _KEY.fullmatch(key):
+        if key.split(".", 1)[0] in PRIVATE_FIELDS:
+            return f"'{key}' is not a filter field (use 'source', the document's display name)"
         return None
     return FILTER_KEY_RULE
 

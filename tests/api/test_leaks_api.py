@@ -10,6 +10,10 @@ import tempfile
 import httpx
 import pytest
 
+from app.services import Services
+from tests.support.fakes import ScriptedGenerator
+from tests.support.sse import parse_events
+
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -60,3 +64,43 @@ async def test_a_failed_file_among_good_ones_is_named_by_its_upload_name(
     assert "not a valid .docx file" in failed["broken.docx"]
     for reason in failed.values():
         assert tempfile.gettempdir() not in reason and "ragserve-upload-" not in reason, reason
+
+
+SAMPLE_SOURCES = {"coffee-brewing.txt", "ragserve-guide.md", "solar-system.html"}
+
+
+def _no_server_path(items: list[dict[str, object]]) -> None:
+    assert items
+    for item in items:
+        assert not str(item["source"]).startswith("/"), item["source"]
+        assert str(item["source"]) in SAMPLE_SOURCES, item["source"]
+        assert "path" not in item, item
+
+
+async def test_search_never_returns_a_server_path(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """The samples are ingested with the real job from their folder: every source a client
+    sees is a file's name relative to it, and the stored server path never goes out."""
+    r = await client.post("/v1/search", json={"query": "planets coffee ragserve", "k": 10})
+    assert r.status_code == 200, r.text
+    _no_server_path(r.json()["hits"])
+    listed = await client.get("/v1/collections/default/documents")
+    assert listed.status_code == 200, listed.text
+    docs = listed.json()
+    docs = docs["documents"] if isinstance(docs, dict) else docs
+    assert {d["source"] for d in docs} == SAMPLE_SOURCES
+    services.set_generator(ScriptedGenerator())
+    for route in ("/v1/ask", "/v1/ask/stream"):
+        r = await client.post(route, json={"question": "How hot is Venus?", "k": 5})
+        assert r.status_code == 200, r.text
+        body = r.json() if route == "/v1/ask" else parse_events(r.text)[0].data
+        _no_server_path(body["sources"])
+
+
+@pytest.mark.parametrize("key", ["path", "path.x"])
+async def test_the_server_path_is_no_filter_field(client: httpx.AsyncClient, key: str) -> None:
+    body = {"query": "coffee", "filters": {key: "/"}}
+    r = await client.post("/v1/search", json=body)
+    assert r.status_code == 422, r.text
+    assert "not a filter field" in r.text

@@ -19,7 +19,7 @@ from pipelines.embedder import SentenceTransformerEmbedder
 from pipelines.settings import Settings
 from pipelines.sparse import QdrantBm25Encoder
 from tests.support.documents import CORRUPT_PDF, write_pdf
-from tests.support.snapshots import edge_snapshot, edge_sparse_vectors
+from tests.support.snapshots import edge_payloads, edge_snapshot, edge_sparse_vectors
 
 pytestmark = pytest.mark.slow
 
@@ -276,3 +276,108 @@ async def test_ingest_writes_bm25_vectors_with_the_configured_parameters(
     )
     assert stored == {text: dict(zip(configured.indices, configured.values, strict=True))}
     assert stored[text] != dict(zip(default.indices, default.values, strict=True))
+
+
+def _write_tree(docs: Path) -> None:
+    """A folder with a subfolder and a corpus: display names 'guides/...', 'corpus.jsonl'."""
+    (docs / "guides").mkdir(parents=True)
+    (docs / "overview.md").write_text("# Overview\n\nThe harbour ferry leaves at dawn.")
+    (docs / "guides" / "install.md").write_text("# Install\n\nUnpack the kiln before firing.")
+    (docs / "guides" / "tuning.txt").write_text("Tuning the cello takes patience and a fork.")
+    rows = [{"_id": "q1", "text": "Glaciers carve fjords."}, {"_id": "q2", "text": "Owls hunt."}]
+    (docs / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _files(docs: Path) -> list[Path]:
+    return [p for p in docs.rglob("*") if p.is_file()]
+
+
+EXPECTED_SOURCES = {"overview.md", "guides/install.md", "guides/tuning.txt", "corpus.jsonl"}
+
+
+@STATE_READS
+async def test_cli_ingested_folder_shows_sources_relative_to_its_root(
+    ingest: Ingest,
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    lookup_max: int | None,
+) -> None:
+    docs = tmp_path / "docs"
+    _write_tree(docs)
+    first = await ingest([docs])
+    assert (first.added, first.failed) == (5, [])
+    shard = settings.qdrant_dir / "default"
+    stored = edge_payloads(shard)
+    assert {p["source"] for p in stored.values()} == EXPECTED_SOURCES
+    # The real path is kept (for the job's own lookups and prune), never as the source.
+    assert {p["path"] for p in stored.values()} == {str(f.resolve()) for f in _files(docs)}
+    async with open_core(settings, embedder=embedder) as core:
+        hits = await core.store.search(
+            "default",
+            dense=embedder.embed_queries(["kiln"])[0],
+            sparse=None,
+            k=10,
+            mode="dense",
+            filters={"source": "guides/install.md"},
+        )
+        assert [h.payload["source"] for h in hits] == ["guides/install.md"]
+        listed = await core.store.document_states("default")
+    assert sorted(st.source for st in listed.values()) == sorted(
+        [*EXPECTED_SOURCES, "corpus.jsonl"]
+    )
+    again = await ingest([docs], state_lookup_max_files=lookup_max)
+    assert (again.added, again.updated, again.unchanged, again.chunks) == (0, 0, 5, 0)
+    assert edge_payloads(shard) == stored
+
+    (docs / "guides" / "install.md").unlink()
+    pruned = await ingest([docs], prune=True)
+    assert (pruned.deleted, pruned.unchanged) == (1, 4)
+    left = edge_payloads(shard)
+    assert {p["source"] for p in left.values()} == EXPECTED_SOURCES - {"guides/install.md"}
+
+    # A file given by its own path: its file name.
+    (tmp_path / "single").mkdir()
+    (tmp_path / "single" / "note.md").write_text("# Note\n\nThe lighthouse keeper sleeps.")
+    assert (await ingest([tmp_path / "single" / "note.md"])).added == 1
+    assert "note.md" in {p["source"] for p in edge_payloads(shard).values()}
+
+
+async def test_collection_with_absolute_sources_is_rewritten_once_without_duplicates(
+    ingest: Ingest, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingest.pipeline as pipeline_module
+    from pipelines.types import Chunk
+
+    docs = tmp_path / "docs"
+    _write_tree(docs)
+    shard = settings.qdrant_dir / "default"
+    # An older collection: every source the file's absolute path, and no `path` field.
+    with monkeypatch.context() as m:
+        discover_named = pipeline_module.discover_named
+
+        def absolute_names(paths: list[Path]) -> object:
+            files, _, missing = discover_named(paths)
+            return files, {str(f): str(f) for f in files}, missing
+
+        payload = Chunk.payload
+        m.setattr(pipeline_module, "discover_named", absolute_names)
+        m.setattr(
+            Chunk, "payload", lambda self: {k: v for k, v in payload(self).items() if k != "path"}
+        )
+        old = await ingest([docs])
+    assert old.added == 5
+    before = edge_payloads(shard)
+    assert all(Path(p["source"]).is_absolute() and "path" not in p for p in before.values())
+
+    rewritten = await ingest([docs])
+    assert (rewritten.added, rewritten.updated, rewritten.failed) == (0, 5, [])
+    after = edge_payloads(shard)
+    assert set(after) == set(before)  # the same points (ids): no duplicates
+    assert {p["doc_id"] for p in after.values()} == {p["doc_id"] for p in before.values()}
+    assert {p["source"] for p in after.values()} == EXPECTED_SOURCES
+    assert all(p["path"] == before[cid]["source"] for cid, p in after.items())
+
+    settled = await ingest([docs])  # once: the next run writes nothing
+    assert (settled.unchanged, settled.chunks) == (5, 0)
+    assert edge_payloads(shard) == after

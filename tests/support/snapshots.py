@@ -45,3 +45,8 @@ def edge_sparse_vectors(shard_dir: Path) -> dict[str, dict[int, float]]:
         assert len(sparse) == 1, f"expected one sparse vector per point, got {vectors!r}"
         out[(r.payload or {})["text"]] = dict(zip(sparse[0].indices, sparse[0].values, strict=True))
     return out
+
+
+def edge_payloads(shard_dir: Path) -> dict[str, dict[str, Any]]:
+    """chunk id -> its whole stored payload, for every point in a shard."""
+    return {str(r.id): dict(r.payload or {}) for r in _records(shard_dir, with_vector=False)}
