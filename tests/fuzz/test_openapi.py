@@ -34,6 +34,10 @@ pytestmark = pytest.mark.slow
 
 # A bounded run in `make test`; RAG_FUZZ_EXAMPLES=500 for a long hunt by hand.
 EXAMPLES_PER_OPERATION = int(os.environ.get("RAG_FUZZ_EXAMPLES", "25"))
+# HTTP framing belongs to the HTTP server: uvicorn answers a malformed `transfer-encoding`
+# with its own plain-text 400 before any application code runs. Generated cases keep their
+# other headers (unknown ones included) but never these.
+FRAMING_HEADERS = {"transfer-encoding", "content-length", "connection", "host", "expect", "te"}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -70,4 +74,6 @@ schema = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None)).ope
 def test_no_operation_answers_5xx_or_off_schema(
     case: schemathesis.Case, fuzzed_server: ThreadedLiveServer
 ) -> None:
+    if case.headers:
+        case.headers = {k: v for k, v in case.headers.items() if k.lower() not in FRAMING_HEADERS}
     case.call_and_validate(base_url=fuzzed_server.url, checks=CHECKS, timeout=60)
