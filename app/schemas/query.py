@@ -350,7 +350,7 @@ class SourceOut(BaseModel):
 
     @staticmethod
     def many(answer: Answer) -> list[SourceOut]:
-        return [SourceOut.model_validate(s) for s in answer.sources]
+        return [SourceOut.of(s) for s in answer.sources]
 
 
 class UsageOut(BaseModel):
