@@ -53,8 +53,20 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: $(STAMP) browser lint ## Set up, lint and run the whole test suite (real model, real Qdrant, real vLLM)
+test: $(STAMP) browser services lint ## Set up, lint and run the whole test suite (real model, real Qdrant, real vLLM)
 	$(PY) -m pytest
+
+.PHONY: services
+services: ## Install Debian's PostgreSQL and Redis for the key and limit tests (only when missing)
+	@missing=""; \
+	[ -x /usr/lib/postgresql/15/bin/postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo ">> installing Debian's$$missing (tests start them on 127.0.0.1)"; \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 .PHONY: browser
 browser: ## Install Debian's chromium for the browser tests (only when /usr/bin/chromium is missing)
@@ -65,7 +77,7 @@ browser: ## Install Debian's chromium for the browser tests (only when /usr/bin/
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	fi
 
-test-fast: $(STAMP) browser ## Only the tests that need no vLLM
+test-fast: $(STAMP) browser services ## Only the tests that need no vLLM
 	$(PY) -m pytest -m "not vllm"
 
 bench: $(STAMP) ## Ingest benchmark on SciFact (JSON to bench/results/)

@@ -43,11 +43,13 @@ def envelope(exc: RagError, rid: str) -> ErrorEnvelope:
 _MEANING = {
     400: "Bad request: the body could not be read (not UTF-8, a broken multipart form), or "
     "the message says what was wrong",
-    401: "Missing or invalid API key",
+    401: "Missing, malformed, unknown, revoked or expired API key (the message says which)",
+    403: "The API key is valid but may not do this: its role or its collections",
     404: "The collection, document or model does not exist",
     413: "The upload is larger than RAG_SERVER__MAX_UPLOAD_MB",
     415: "A file type is not supported (nothing was ingested)",
     422: "Invalid request: the message names the field",
+    429: "Over the API key's requests per minute or tokens per day (see Retry-After)",
     503: "A dependency (store or generator) is down or starting (retryable; see Retry-After)",
     504: "The generator timed out",
 }
@@ -81,7 +83,9 @@ def install_error_handlers(app: FastAPI) -> None:
         rid = request_id(request)
         if exc.status >= 500:
             log.warning("request %s failed: %s: %s", rid, exc.code, exc.message)
-        headers = exc.headers or ({"Retry-After": "5"} if exc.status in (429, 503) else None)
+        headers = exc.response_headers() or (
+            {"Retry-After": "5"} if exc.status in (429, 503) else None
+        )
         return JSONResponse(envelope(exc, rid).body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -14,7 +14,7 @@ from app.asgi import HttpMiddleware
 from app.auth import ApiKeyAuth, bearer
 from app.errors import error_responses, install_error_handlers, request_id
 from app.metrics import install_metrics
-from app.routes import ask, collections, documents, health, openai_compat, search, ui
+from app.routes import ask, collections, documents, health, keys, openai_compat, search, ui
 from app.services import Services, build_services
 from pipelines.settings import Settings
 
@@ -61,11 +61,13 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     app.include_router(health.router)
     app.include_router(ui.router)
-    # With RAG_SERVER__API_KEY set, the API wants a bearer key (checked by ApiKeyAuth before
-    # the body is read; `bearer` documents the scheme); health, metrics, the chat page and the
-    # docs stay open (the page asks for the key when the API answers 401).
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(bearer)], responses=error_responses(401))
-    for module in (search, ask, collections, documents, openai_compat):
+    # With keys (the key database or RAG_SERVER__API_KEY), the API wants a bearer key
+    # (checked by ApiKeyAuth before the body is read; `bearer` documents the scheme); health,
+    # metrics, the chat page and the docs stay open (the page asks for the key on a 401).
+    v1 = APIRouter(
+        prefix="/v1", dependencies=[Depends(bearer)], responses=error_responses(401, 403, 429)
+    )
+    for module in (search, ask, collections, documents, openai_compat, keys):
         v1.include_router(module.router)
     app.include_router(v1)
     return app

@@ -11,11 +11,15 @@ from typing import Literal
 
 import anyio
 
+from app.principal import KeyGate
+from app.quotas import Quotas
 from ingest.job import build_pipeline
 from ingest.pipeline import IngestPipeline
+from pipelines.access import FULL_ACCESS
 from pipelines.chain import RagChain
 from pipelines.core import Core, build_core
 from pipelines.errors import GeneratorUnavailable
+from pipelines.keys import KeyStore
 from pipelines.ports import Embedder, Generator, VectorStore
 from pipelines.retrieval import RetrievalService, StoreRetriever
 from pipelines.settings import Settings
@@ -34,6 +38,10 @@ class Services:
     as it starts, the chain over it, and the ingest job for uploads."""
 
     core: Core
+    # API keys (None: only RAG_SERVER__API_KEY, if set) and the per-key limits.
+    keys: KeyStore | None = None
+    quotas: Quotas | None = None
+    gate: KeyGate = field(default_factory=KeyGate)
     generator: Generator | None = None
     generator_state: GeneratorState = "disabled"
     generator_error: str | None = None
@@ -101,6 +109,15 @@ class Services:
         return self.chain
 
 
+async def open_keys(settings: Settings, stack: AsyncExitStack) -> tuple[KeyStore, Quotas]:
+    """The key database (migrated to the current schema) and the per-key limits."""
+    keys = await anyio.to_thread.run_sync(KeyStore.open, settings.database_url)
+    stack.callback(keys.close)
+    quotas = Quotas.from_settings(settings)
+    stack.push_async_callback(quotas.close)
+    return keys, quotas
+
+
 async def _start_generator(services: Services, stack: AsyncExitStack) -> None:
     from pipelines.generators import build_generator
 
@@ -131,7 +148,7 @@ async def _warm_up(retrieval: RetrievalService, collection: str) -> None:
     try:
         if collection in await retrieval.store.list_collections():
             # Through the LangChain retriever, as /v1/search does (its first call costs ~30 ms).
-            retriever = StoreRetriever(service=retrieval, collection=collection)
+            retriever = StoreRetriever(service=retrieval, collection=collection, access=FULL_ACCESS)
             await retriever.ainvoke("warm-up query", k=1)
         else:
             what = "query embedding (no default collection yet)"
@@ -151,7 +168,8 @@ async def build_services(
     for name in await core.store.list_collections():
         await core.store.ensure_collection(name, create=False)
     await _warm_up(core.retrieval, settings.default_collection)
-    services = Services(core=core)
+    keys, quotas = await open_keys(settings, stack)
+    services = Services(core=core, keys=keys, quotas=quotas)
     if start_generator:
         # Search serves at once; answers follow when the (possibly slow) generator is up.
         services.generator_state = "starting"

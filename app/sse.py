@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Protocol
 
 from sse_starlette import EventSourceResponse, JSONServerSentEvent, ServerSentEvent
@@ -42,7 +42,12 @@ def json_event(data: object, event: str | None = None, id: str | None = None) ->
     return JSONServerSentEvent(data=data, event=event, id=id)
 
 
-async def relay(answer: Answer, frames: AnswerFrames, rid: str) -> AsyncIterator[ServerSentEvent]:
+Finish = Callable[[Answer], Awaitable[None]]
+
+
+async def relay(
+    answer: Answer, frames: AnswerFrames, rid: str, finish: Finish | None = None
+) -> AsyncIterator[ServerSentEvent]:
     """The answer's events: start, a token per text chunk, then end, or one error event
     instead of the end. Generation is aborted however the stream stops (client gone too)."""
     generated = False
@@ -74,13 +79,17 @@ async def relay(answer: Answer, frames: AnswerFrames, rid: str) -> AsyncIterator
         if not generated:  # the relay was stopped mid-answer: its client is gone
             log.info("request %s: client disconnected, generation aborted", rid)
         await answer.aclose()
+        if finish is not None:  # the tokens generated count, however the stream ended
+            await finish(answer)
 
 
-def stream_response(answer: Answer, frames: AnswerFrames, rid: str) -> EventSourceResponse:
+def stream_response(
+    answer: Answer, frames: AnswerFrames, rid: str, *, finish: Finish | None = None
+) -> EventSourceResponse:
     """The SSE response: keep-alive comments, no proxy buffering, a send timeout for stuck
     clients (sse-starlette's), disconnects cancel the relay and so abort generation."""
     return EventSourceResponse(
-        relay(answer, frames, rid),
+        relay(answer, frames, rid, finish),
         ping=PING_S,
         headers=SSE_HEADERS,
         send_timeout=SEND_TIMEOUT_S,

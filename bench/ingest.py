@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines.access import FULL_ACCESS
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -206,7 +208,9 @@ def v_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             qrels = json.loads((work / "qrels.json").read_text())
 
             async def search(query: str, k: int) -> Any:
-                return await service.search(query, COLLECTION, k=k, mode="dense")
+                return await service.search(
+                    query, COLLECTION, k=k, mode="dense", access=FULL_ACCESS
+                )
 
             quality = await evaluate_beir(search, queries, qrels, depth=100)
         docs = summary.added + summary.updated
@@ -303,7 +307,12 @@ def v_ndcg(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
             async def search(query: str, k: int) -> Any:
                 return await store.search(
-                    COLLECTION, dense=by_text[query], sparse=None, k=k, mode="dense"
+                    COLLECTION,
+                    dense=by_text[query],
+                    sparse=None,
+                    k=k,
+                    mode="dense",
+                    access=FULL_ACCESS,
                 )
 
             return await evaluate_beir(search, queries, qrels, depth=100)

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pipelines.access import FULL_ACCESS
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,7 +79,10 @@ async def _build_synthetic(settings: Settings, source: str, target: str, n: int,
     )
     store = EdgeStore(settings.qdrant_dir, config)
     try:
-        if target in await store.list_collections() and (await store.stats(target)).chunks >= n:
+        if (
+            target in await store.list_collections()
+            and (await store.stats(target, access=FULL_ACCESS)).chunks >= n
+        ):
             return
         await store.drop_collection(target)
         await store.ensure_collection(source, create=False)
@@ -267,6 +272,7 @@ async def _recall(settings: Settings, collection: str, queries: list[str]) -> di
                         sparse=sparse.encode_query(text) if mode != "dense" else None,
                         k=10,
                         mode=mode,
+                        access=FULL_ACCESS,
                     )
                     ranked.append([h.chunk_id for h in hits])
                 results[f"{mode}/{exact}"] = ranked
@@ -302,7 +308,9 @@ async def _ef_sweep(
             ms, ranked = [], []
             for v in vectors:
                 started = time.perf_counter()
-                hits = await store.search(collection, dense=v, sparse=None, k=10, mode="dense")
+                hits = await store.search(
+                    collection, dense=v, sparse=None, k=10, mode="dense", access=FULL_ACCESS
+                )
                 ms.append((time.perf_counter() - started) * 1000)
                 ranked.append([h.chunk_id for h in hits])
         finally:
@@ -369,7 +377,7 @@ def main() -> None:
             from pipelines.core import open_core
 
             async with open_core(settings) as core:
-                stats = await core.store.stats(name)
+                stats = await core.store.stats(name, access=FULL_ACCESS)
             latency = await asyncio.to_thread(_latency, settings, name, queries, warm)
             recall = await _recall(settings, name, queries)
             report["collections"][name] = {

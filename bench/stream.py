@@ -29,6 +29,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from pipelines.access import FULL_ACCESS
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -129,7 +131,12 @@ async def prompts_for(
         try:
             for q in questions:
                 prompt = await chain.prompt(
-                    AskInput(messages=[ChatMessage("user", q)], collection="default", max_tokens=64)
+                    AskInput(
+                        messages=[ChatMessage("user", q)],
+                        collection="default",
+                        max_tokens=64,
+                        access=FULL_ACCESS,
+                    )
                 )
                 out.append([{"role": m.role, "content": m.content} for m in prompt.messages])
         finally:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.access import FULL_ACCESS
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,7 +48,7 @@ CHUNKS_PER_DOC = 10
 
 async def build_collection(store: VectorStore, data: Path, n: int, dim: int) -> None:
     if COLLECTION in await store.list_collections():
-        if (await store.stats(COLLECTION)).chunks >= n:
+        if (await store.stats(COLLECTION, access=FULL_ACCESS)).chunks >= n:
             return
         await store.drop_collection(COLLECTION)
     texts = [json.loads(line)["text"] for line in (data / "corpus.jsonl").open()]
@@ -121,8 +123,8 @@ async def main() -> None:
         report: dict[str, Any] = {
             "benchmark": "upload",
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "chunks": (await store.stats(COLLECTION)).chunks,
-            "documents": (await store.stats(COLLECTION)).documents,
+            "chunks": (await store.stats(COLLECTION, access=FULL_ACCESS)).chunks,
+            "documents": (await store.stats(COLLECTION, access=FULL_ACCESS)).documents,
             "cpus": os.cpu_count(),
             "cpu": cpu_info(),
             "unchanged_file": {
@@ -134,10 +136,13 @@ async def main() -> None:
             "changed_file": await timed(changed, args.repeat),
             "list_documents": {
                 "first_chunks": await timed(
-                    lambda: store.document_states(COLLECTION, {"chunk_index": 0}), args.repeat
+                    lambda: store.document_states(
+                        COLLECTION, {"chunk_index": 0}, access=FULL_ACCESS
+                    ),
+                    args.repeat,
                 ),
                 "every_chunk_baseline": await timed(
-                    lambda: store.document_states(COLLECTION), args.repeat
+                    lambda: store.document_states(COLLECTION, access=FULL_ACCESS), args.repeat
                 ),
             },
         }

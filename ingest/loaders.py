@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.access import check_groups, parse_groups
+from pipelines.errors import InvalidInput
+
 SUPPORTED = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".jsonl")
 
 
@@ -35,6 +38,8 @@ class LoadedDocument:
     # The file's absolute path on the server, kept (never shown) for a CLI-ingested document
     # whose `source` is its display name; "" for an upload (its name is its identity).
     path: str = ""
+    # Its own access list (a corpus line's `groups`), sorted; None: the run's groups.
+    groups: tuple[str, ...] | None = None
 
     @property
     def text(self) -> str:
@@ -231,8 +236,21 @@ def load_docx(path: Path) -> Iterator[LoadedDocument]:
     )
 
 
+def _line_groups(value: object) -> tuple[str, ...] | None:
+    """A corpus line's `groups`: a list of names or one comma-separated string (None: the
+    line has none, the run's apply); InvalidInput when it is neither or names a bad group."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_groups(value)
+    if isinstance(value, list):
+        return check_groups(value)
+    raise InvalidInput("'groups' must be a list of group names or a comma-separated string")
+
+
 def load_jsonl(path: Path, failures: list[LoadFailure]) -> Iterator[LoadedDocument]:
-    """A corpus: one JSON document per line with `_id`/`id`, optional `title`, and `text`."""
+    """A corpus: one JSON document per line with `_id`/`id`, optional `title`, and `text`,
+    optional `groups` (its access list, instead of the run's)."""
     seen = 0
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
@@ -252,6 +270,11 @@ def load_jsonl(path: Path, failures: list[LoadFailure]) -> Iterator[LoadedDocume
             if doc_id is None or not isinstance(text, str) or not text.strip():
                 failures.append(LoadFailure(where, "needs '_id' (or 'id') and a non-empty 'text'"))
                 continue
+            try:
+                groups = _line_groups(row.get("groups"))
+            except InvalidInput as exc:
+                failures.append(LoadFailure(where, exc.message))
+                continue
             title = str(row.get("title") or "").strip()
             body = f"{title}\n\n{text}" if title else text
             seen += 1
@@ -262,6 +285,7 @@ def load_jsonl(path: Path, failures: list[LoadFailure]) -> Iterator[LoadedDocume
                 sections=[Section(body)],
                 kind="jsonl",
                 metadata={"external_id": str(doc_id)},
+                groups=groups,
             )
     if seen == 0 and not failures:
         raise LoadError("empty file")

@@ -3,6 +3,11 @@
 Idempotent and resumable because the store is the only state: every point carries its
 document's content hash and chunk count, so a document is "done" exactly when the store
 holds all of its chunks with the current hash and nothing else.
+
+A document's access list (`groups`: the run's, or a corpus line's own) is on every chunk. It
+is not part of the content hash: a document whose text is unchanged but whose groups changed
+gets its new groups on every chunk in one store operation (`set_document_groups`), without
+re-embedding, so no chunk keeps the old groups while the others are rewritten.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import anyio.lowlevel
 
 from ingest.chunking import Chunker
 from ingest.loaders import LoadedDocument, LoadError, LoadFailure, discover_named, load_file
+from pipelines.access import FULL_ACCESS, check_groups
 from pipelines.identity import chunk_point_id, content_hash, document_id
 from pipelines.ports import Embedder, SparseEncoder, VectorStore
-from pipelines.types import Chunk, DocState, EmbeddedChunk, Scalar, SparseVector
+from pipelines.types import Chunk, DocState, EmbeddedChunk, Filters, Scalar, SparseVector
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -78,6 +84,14 @@ class _Prepared:
 @dataclass(slots=True)
 class _FileMark:
     source: str
+
+
+@dataclass(slots=True)
+class _Regroup:
+    """A stored document, current but for its groups: set them on its chunks in place."""
+
+    doc_id: str
+    groups: tuple[str, ...]
 
 
 def _swap(value: str, path: str, name: str) -> str:
@@ -135,7 +149,9 @@ class IngestPipeline:
 
     # -- loading and chunking (runs in a background thread, overlapping embedding) ----------
 
-    def _prepare(self, collection: str, doc: LoadedDocument, now: str) -> _Prepared:
+    def _prepare(
+        self, collection: str, doc: LoadedDocument, groups: tuple[str, ...], now: str
+    ) -> _Prepared:
         doc_id = document_id(collection, doc.key)
         digest = content_hash(doc.text, self._recipe)
         pieces = self._chunker.split(doc)
@@ -157,6 +173,7 @@ class IngestPipeline:
                 ingested_at=now,
                 metadata=doc.metadata,
                 heading=p.heading,
+                groups=groups,
             )
             for i, p in enumerate(pieces)
         ]
@@ -173,6 +190,7 @@ class IngestPipeline:
         stop: threading.Event,
         names: Mapping[str, str],
         uploads: set[str],
+        run_groups: tuple[str, ...],
     ) -> None:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         try:
@@ -191,15 +209,19 @@ class IngestPipeline:
                         doc_id = document_id(collection, doc.key)
                         seen.add(doc_id)
                         state = states.get(doc_id)
+                        groups = run_groups if doc.groups is None else doc.groups
                         # Cheap skip before chunking: same text + recipe, all chunks present,
                         # and already labelled so (an older collection's absolute source is
-                        # rewritten once, under the same ids).
+                        # rewritten once, under the same ids); other groups: set in place.
                         if state is not None and state.is_current(
                             content_hash(doc.text, self._recipe), doc.source, doc.path
                         ):
-                            out.put(_Prepared(doc_id, doc, []))
+                            changed = state.groups != groups
+                            out.put(
+                                _Regroup(doc_id, groups) if changed else _Prepared(doc_id, doc, [])
+                            )
                             continue
-                        prepared = self._prepare(collection, doc, now)
+                        prepared = self._prepare(collection, doc, groups, now)
                         if not prepared.chunks:
                             failures.append(LoadFailure(doc.key, "no text content"))
                             continue
@@ -226,12 +248,16 @@ class IngestPipeline:
         prune: bool = False,
         progress: Progress | None = None,
         names: Mapping[Path, str] | None = None,
+        groups: Sequence[str] = (),
     ) -> IngestSummary:
         """Ingest the files under `paths` into `collection`. A document's source is its file's
         display name (its path relative to the folder in `paths` it was found under, or its
         file name), never a server path; its id stays derived from that path. `names` gives
         files a source that is also their identity (uploads: the client's file name, so the
-        document keeps its identity across uploads from different temporary files)."""
+        document keeps its identity across uploads from different temporary files).
+        `groups`: every document's access list (empty: public) unless a corpus line gives
+        its own; a bad group name is InvalidInput before anything is read."""
+        run_groups = check_groups(groups)
         started = time.perf_counter()
         progress = progress or NoProgress()
         summary = IngestSummary(collection=collection)
@@ -242,15 +268,19 @@ class IngestPipeline:
         uploads = set(given)
         states: dict[str, DocState] = {}
         if prune or len(files) > self.state_lookup_max_files:
-            states = await self._store.document_states(collection)
+            states = await self._store.document_states(collection, access=FULL_ACCESS)
         elif files:  # only these files' documents: ms, where reading 1M chunks takes ~30 s
             on_disk: list[Scalar] = [str(f) for f in files if str(f) not in uploads]
             # Uploads by their name; files by their path, and by their path as the source of
             # a collection older than the `path` field.
             sources: list[Scalar] = [given.get(str(f), str(f)) for f in files]
             if on_disk:
-                states = await self._store.document_states(collection, {"path": on_disk})
-            states.update(await self._store.document_states(collection, {"source": sources}))
+                by_path: Filters = {"path": on_disk}
+                states = await self._store.document_states(collection, by_path, access=FULL_ACCESS)
+            by_source: Filters = {"source": sources}
+            states.update(
+                await self._store.document_states(collection, by_source, access=FULL_ACCESS)
+            )
         summary.files = len(files)
         progress.files_total(len(files))
 
@@ -259,7 +289,7 @@ class IngestPipeline:
         stop = threading.Event()
         producer = threading.Thread(
             target=self._produce,
-            args=(files, collection, states, q, failures, seen, stop, renames, uploads),
+            args=(files, collection, states, q, failures, seen, stop, renames, uploads, run_groups),
             name="ingest-loader",
             daemon=True,
         )
@@ -305,6 +335,10 @@ class IngestPipeline:
                     break
                 if isinstance(item, _FileMark):
                     progress.file_done(renames.get(item.source, item.source))
+                    continue
+                if isinstance(item, _Regroup):
+                    await self._store.set_document_groups(collection, item.doc_id, item.groups)
+                    summary.updated += 1
                     continue
                 assert isinstance(item, _Prepared)
                 if not item.chunks:

@@ -21,6 +21,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from pipelines import prompts
+from pipelines.access import Access
 from pipelines.errors import InvalidInput
 from pipelines.ports import Generator
 from pipelines.retrieval import RetrievalService, StoreRetriever
@@ -47,6 +48,7 @@ _ROLES: dict[str, Literal["system", "user", "assistant"]] = {
 class AskInput:
     messages: list[ChatMessage]
     collection: str
+    access: Access  # what the asker may read: the retriever selects nothing else
     k: int | None = None
     filters: Filters | None = None
     mode: SearchMode | None = None
@@ -313,7 +315,9 @@ class RagChain:
         started = time.perf_counter()
         query = await self.standalone_query(ask)
         rewritten = time.perf_counter()
-        retriever = StoreRetriever(service=self._retrieval, collection=ask.collection)
+        retriever = StoreRetriever(
+            service=self._retrieval, collection=ask.collection, access=ask.access
+        )
         docs = await retriever.ainvoke(query, k=ask.k, mode=ask.mode, filters=ask.filters)
         retrieved = time.perf_counter()
         # Counting tokens (a real tokenizer, over a history of up to tens of thousands of

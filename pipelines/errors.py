@@ -19,6 +19,10 @@ class RagError(Exception):
         super().__init__(message)
         self.message = message
 
+    def response_headers(self) -> dict[str, str] | None:
+        """The headers an HTTP answer to this error carries."""
+        return self.headers
+
 
 class ConfigError(RagError):
     code = "config_error"
@@ -121,3 +125,25 @@ class GenerationFailed(RagError):
     code = "generation_failed"
     status = 502
     retryable = True
+
+
+class Forbidden(RagError):
+    """A valid key that may not do this: its role is too low or the collection is not its."""
+
+    code = "forbidden"
+    status = 403
+
+
+class RateLimited(RagError):
+    """A key over one of its limits; `retry_after_s` says when the window frees a place."""
+
+    code = "rate_limited"
+    status = 429
+    retryable = True
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+    def response_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after_s)}

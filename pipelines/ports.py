@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from pipelines.access import Access
 from pipelines.types import (
     CollectionStats,
     DenseQuery,
@@ -56,7 +57,12 @@ class Reranker(Protocol):
 
 
 class VectorStore(Protocol):
-    """Collections of chunks with dense + sparse vectors, payload filters and doc-level ops."""
+    """Collections of chunks with dense + sparse vectors, payload filters and doc-level ops.
+
+    Every read takes the caller's `Access` (no default: a read that forgets it does not type
+    check): the collection is checked first (Forbidden), and only documents the caller may see
+    are selected, inside the engine's query. `list_collections` lists every name (the caller
+    keeps the visible ones: `Access.visible`); writes are the ingest job's and take none."""
 
     async def ensure_collection(self, collection: str, *, create: bool) -> None:
         """Check the collection matches the embedder (or create it); raise if it does not."""
@@ -76,8 +82,15 @@ class VectorStore(Protocol):
         """Remove the document's chunks that do not carry `keep_hash`."""
         ...
 
+    async def set_document_groups(
+        self, collection: str, doc_id: str, groups: Sequence[str]
+    ) -> None:
+        """Give every chunk of the document this access list (empty: public), in one
+        operation, without rewriting its vectors."""
+        ...
+
     async def document_states(
-        self, collection: str, filters: Filters | None = None
+        self, collection: str, filters: Filters | None = None, *, access: Access
     ) -> dict[str, DocState]:
         """What the store holds per document, from the chunks matching the filters (all
         chunks without: a full scan, ~30 s at 1M chunks on 2 cores)."""
@@ -91,16 +104,22 @@ class VectorStore(Protocol):
         sparse: SparseVector | None,
         k: int,
         mode: SearchMode,
+        access: Access,
         filters: Filters | None = None,
     ) -> list[Hit]:
         """The best k chunks. `dense` may be an async function computing the query vector:
         a hybrid search starts its sparse side while the query is being embedded."""
         ...
 
-    async def stats(self, collection: str) -> CollectionStats: ...
+    async def stats(self, collection: str, *, access: Access) -> CollectionStats:
+        """The documents and chunks the caller may see."""
+        ...
 
-    async def count(self, collection: str, filters: Filters | None = None) -> int:
-        """Chunks matching the filters (all chunks without), counted exactly."""
+    async def count(
+        self, collection: str, filters: Filters | None = None, *, access: Access
+    ) -> int:
+        """Chunks matching the filters (all chunks without) that the caller may see, counted
+        exactly."""
         ...
 
     async def commit(self, collection: str) -> None:

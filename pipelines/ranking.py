@@ -7,17 +7,21 @@ import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from pipelines.settings import RetrievalSettings
-from pipelines.types import DenseQuery, Filters, Hit, SearchMode, SparseVector
+from pipelines.types import DenseQuery, Hit, SearchMode, SparseVector
 
 _RETRIEVAL = RetrievalSettings()  # the defaults live in the settings, once
 
 Scored = tuple[Any, float]  # (point id, score), best first
 Query = list[float] | SparseVector
+# What a store's queries select (its filters and the caller's document access, in the store's
+# terms): the search plan hands it to every candidate query as it is.
+W = TypeVar("W")
+W_contra = TypeVar("W_contra", contravariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,16 +147,16 @@ def rescore_oversampling(oversampling: float, k: int, depth: int) -> float:
 # -- the search plan ------------------------------------------------------------------------
 
 
-class CandidateSource(Protocol):
+class CandidateSource(Protocol, Generic[W_contra]):
     """What ranked_search needs from a store: nearest points for one query vector (dense or
-    sparse, filters inside the vector query) and records by id."""
+    sparse, the selection inside the vector query) and records by id."""
 
     async def nearest_hits(
-        self, collection: str, query: Query, *, limit: int, filters: Filters | None
+        self, collection: str, query: Query, *, limit: int, filters: W_contra
     ) -> list[Hit]: ...
 
     async def nearest_ids(
-        self, collection: str, query: Query, *, limit: int, k: int, filters: Filters | None
+        self, collection: str, query: Query, *, limit: int, k: int, filters: W_contra
     ) -> list[Scored]: ...
 
     async def hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
@@ -179,14 +183,14 @@ def _settle(task: asyncio.Task[Any] | None) -> None:
 
 
 async def ranked_search(
-    source: CandidateSource,
+    source: CandidateSource[W],
     collection: str,
     *,
     dense: DenseQuery | None,
     sparse: SparseVector | None,
     k: int,
     mode: SearchMode,
-    filters: Filters | None,
+    filters: W,
     params: HybridParams,
 ) -> list[Hit]:
     """Dense, sparse or fused hybrid search, optionally diversified (MMR).

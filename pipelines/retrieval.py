@@ -14,6 +14,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
+from pipelines.access import Access
 from pipelines.errors import InvalidInput
 from pipelines.ports import Embedder, Reranker, SparseEncoder, VectorStore
 from pipelines.ranking import dedupe_hits
@@ -84,10 +85,13 @@ class RetrievalService:
         query: str,
         collection: str,
         *,
+        access: Access,
         k: int | None = None,
         mode: SearchMode | None = None,
         filters: Filters | None = None,
     ) -> list[Hit]:
+        """The best k chunks the caller (`access`) may read; the store checks the collection
+        and selects the documents inside the vector query."""
         if not query.strip():
             raise InvalidInput("query is empty")
         k = k or self.default_k
@@ -102,7 +106,13 @@ class RetrievalService:
         if self.dedupe:
             fetch += min(k, 20)  # room for the duplicates dropped below
         hits = await self.store.search(
-            collection, dense=dense, sparse=sparse, k=fetch, mode=mode, filters=filters
+            collection,
+            dense=dense,
+            sparse=sparse,
+            k=fetch,
+            mode=mode,
+            access=access,
+            filters=filters,
         )
         if self.reranker is not None and hits:
             hits = await self._rerank(self.reranker, query, hits)
@@ -139,11 +149,13 @@ def hit_to_document(hit: Hit) -> Document:
 
 
 class StoreRetriever(BaseRetriever):
-    """LangChain retriever over the store port; per-call `collection`, `k`, `mode`, `filters`."""
+    """LangChain retriever over the store port; per-call `collection`, `k`, `mode`, `filters`.
+    `access` is the caller's, fixed when the retriever is made (no per-call override)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     service: RetrievalService
+    access: Access
     collection: str = "default"
     k: int | None = None
     mode: SearchMode | None = None
@@ -160,6 +172,7 @@ class StoreRetriever(BaseRetriever):
         hits = await self.service.search(
             query,
             kwargs.get("collection", self.collection),
+            access=self.access,
             k=kwargs.get("k", self.k),
             mode=kwargs.get("mode", self.mode),
             filters=kwargs.get("filters", self.filters),

@@ -17,6 +17,11 @@ BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx"}
 
 
+def _blank_to_none(value: object) -> object:
+    # `RAG_SERVER__API_KEY=` (e.g. compose's `${RAG_SERVER__API_KEY:-}`) means unset.
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 class QdrantSettings(BaseModel):
     """Qdrant: unset `url` means the embedded Qdrant Edge shards under the data dir."""
 
@@ -137,15 +142,49 @@ class ServerSettings(BaseModel):
     max_message_chars: int = Field(default=16_000, ge=1)
     max_total_chars: int = Field(default=64_000, ge=1)
     max_upload_mb: int = Field(default=50, ge=1)
-    # Set: every /v1 endpoint wants `Authorization: Bearer <api_key>` (health, metrics, the
-    # chat page and the API docs stay open). Unset: no authentication (loopback default).
+    # The bootstrap admin key: `Authorization: Bearer <api_key>` opens every /v1 endpoint
+    # (health, metrics, the chat page and the API docs stay open). Keys made with
+    # `rag keys create` (the key database) work beside it.
     api_key: SecretStr | None = None
+    # "auto": /v1 wants a key once one exists (this bootstrap key or any in the key database);
+    # with none, the service runs open on a loopback address and refuses to start on any
+    # other. "on": a key always. "off": open on purpose, wherever it listens.
+    auth: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("api_key", mode="before")
     @classmethod
     def _blank_key_is_unset(cls, value: object) -> object:
-        # `RAG_SERVER__API_KEY=` (e.g. compose's `${RAG_SERVER__API_KEY:-}`) means no key.
-        return None if isinstance(value, str) and not value.strip() else value
+        return _blank_to_none(value)
+
+
+class DatabaseSettings(BaseModel):
+    """Where API keys live (SQLAlchemy URL). Unset: an SQLite file under the data dir; a
+    PostgreSQL URL (`postgresql://…`) when several service replicas share them."""
+
+    url: str | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return _blank_to_none(value)
+
+
+class RedisSettings(BaseModel):
+    """Unset: per-key limits are counted in each process; a `redis://` URL shares them."""
+
+    url: str | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return _blank_to_none(value)
+
+
+class LimitSettings(BaseModel):
+    """Defaults for keys created without their own limits (None: unlimited)."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -164,6 +203,9 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_prod(self) -> Settings:
@@ -179,6 +221,11 @@ class Settings(BaseSettings):
     @property
     def qdrant_dir(self) -> Path:
         return self.data_dir / "qdrant"
+
+    @property
+    def database_url(self) -> str:
+        """The key database's SQLAlchemy URL (default: SQLite under the data dir)."""
+        return self.database.url or f"sqlite:///{(self.data_dir / 'ragserve.db').resolve()}"
 
     @property
     def model_dir(self) -> Path:

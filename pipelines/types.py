@@ -6,15 +6,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from pipelines.access import GROUPS_FIELD
+
 SearchMode = Literal["dense", "sparse", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
 # A query's dense vector, or an async function that computes it: a store may start the sparse
 # side of a hybrid search while the query is still being embedded.
 DenseQuery = list[float] | Callable[[], Awaitable[list[float]]]
 Scalar = str | int | float | bool
-# Payload fields the store keeps for the ingest job alone (a file's server path): never in a
-# hit, a source or a listing a client gets, and no filter field a client may use.
-PRIVATE_FIELDS = frozenset({"path"})
+# Payload fields the store keeps for itself (a file's server path for the ingest job; a
+# document's access list, which the store applies from the caller's Access): never in a hit,
+# a source or a listing a client gets, and no filter field a client may use.
+PRIVATE_FIELDS = frozenset({"path", GROUPS_FIELD})
 
 
 def public_payload(payload: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +59,9 @@ class Chunk:
     # The file's absolute server path (CLI ingest; "" for an upload). Stored for the ingest
     # job's own lookups and prune only: never shown to a client (see PRIVATE_FIELDS).
     path: str = ""
+    # The document's access list, sorted (empty: public); the store matches a caller's
+    # groups against it (pipelines/access.py). Never shown to a client.
+    groups: tuple[str, ...] = ()
 
     @property
     def embedding_text(self) -> str:
@@ -76,6 +82,7 @@ class Chunk:
             "content_hash": self.content_hash,
             "ingested_at": self.ingested_at,
             "page": self.page,
+            GROUPS_FIELD: list(self.groups),
         }
         if self.path:
             payload["path"] = self.path
@@ -129,13 +136,17 @@ class DocState:
     hashes: set[str] = field(default_factory=set)
     expected_chunks: int = 0
     path: str = ""  # the file's server path ("" for an upload or an older collection)
+    # Its access list, sorted (() public, also in an older collection without the field);
+    # None: its chunks disagree (a change of its groups that did not reach every chunk).
+    groups: tuple[str, ...] | None = ()
     mixed: bool = False  # its chunks disagree on source or path (an interrupted relabel)
 
     def is_complete(self, content_hash: str) -> bool:
         return self.hashes == {content_hash} and self.chunks == self.expected_chunks
 
     def is_current(self, content_hash: str, source: str, path: str) -> bool:
-        """Complete, and every chunk already carries this source and path: nothing to write."""
+        """Complete, and every chunk already carries this source and path: nothing to embed
+        (its groups may still need to be set: `groups`)."""
         return (
             self.is_complete(content_hash)
             and not self.mixed

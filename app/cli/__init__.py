@@ -1,4 +1,4 @@
-"""The `rag` command: ingest, search, ask, stats, serve and eval (every command has --help).
+"""The `rag` command: ingest, search, ask, stats, serve, eval and keys (every command has --help).
 
 Each command lives in the module named for it; `console` holds what they share. The
 modules import `console` and never this package's namespace, so there is no cycle.
@@ -12,6 +12,7 @@ import typer
 
 from app.cli import ingest, query, serve
 from app.cli.eval import eval_app
+from app.cli.keys import keys_app
 
 app = typer.Typer(
     help="ragserve: a self-hosted RAG question-answering service.",
@@ -24,6 +25,7 @@ app.command()(query.ask)
 app.command()(query.stats)
 app.command()(serve.serve)
 app.add_typer(eval_app, name="eval")
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from rich.progress import Progress
 
 from app.cli.console import IngestBar, console
+from pipelines.access import FULL_ACCESS
 from pipelines.settings import Settings
 from pipelines.types import Hit, SearchMode
 
@@ -34,7 +35,9 @@ class EvalIndex:
     ingest_s: float
 
     async def search(self, text: str, k: int, mode: SearchMode | None) -> list[Hit]:
-        return await self.retrieval.search(text, self.collection, k=k, mode=mode)
+        return await self.retrieval.search(
+            text, self.collection, access=FULL_ACCESS, k=k, mode=mode
+        )
 
 
 @asynccontextmanager
@@ -117,6 +120,7 @@ async def open_answerer(
         ask = AskInput(
             messages=[ChatMessage("user", question)],
             collection=index.collection,
+            access=FULL_ACCESS,
             mode=mode,
             max_tokens=settings.llm.max_tokens,
             temperature=0.0,

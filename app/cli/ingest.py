@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli.console import IngestBar, console, out, progress_bar, run, start_command
+from app.cli.console import IngestBar, console, fail, out, progress_bar, run, start_command
+from pipelines.access import parse_groups
+from pipelines.errors import InvalidInput
 from pipelines.settings import Settings
 
 if TYPE_CHECKING:
@@ -21,6 +23,13 @@ def ingest(
         str, typer.Option("--collection", "-c", help="Target collection.")
     ] = "default",
     prune: Annotated[bool, typer.Option(help="Delete documents whose files are gone.")] = False,
+    groups: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated groups that may read these documents, e.g. 'hr,finance' "
+            "(default: public; a .jsonl line's own 'groups' wins)."
+        ),
+    ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -31,12 +40,18 @@ def ingest(
     start_command(verbose)
     from ingest.job import open_pipeline
 
+    try:
+        access_list = parse_groups(groups)
+    except InvalidInput as exc:
+        raise fail(f"--groups: {exc.message}") from exc
     settings = Settings()
 
     async def main() -> IngestSummary:
         async with open_pipeline(settings) as pipeline:
             with progress_bar(as_json, width=44) as bar:
-                return await pipeline.run(paths, collection, prune=prune, progress=IngestBar(bar))
+                return await pipeline.run(
+                    paths, collection, prune=prune, progress=IngestBar(bar), groups=access_list
+                )
 
     summary = run(main())
     if as_json:

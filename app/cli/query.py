@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from app.cli.console import check_mode, console, fail, out, run, start_command
+from pipelines.access import FULL_ACCESS
 from pipelines.settings import Settings
 from pipelines.types import public_payload
 
@@ -33,7 +34,9 @@ def search(
 
     async def main() -> list[dict[str, Any]]:
         async with open_core(settings) as core:
-            hits = await core.retrieval.search(query, collection, k=k, mode=search_mode)
+            hits = await core.retrieval.search(
+                query, collection, access=FULL_ACCESS, k=k, mode=search_mode
+            )
             return [_hit_json(h) for h in hits]
 
     hits = run(main())
@@ -66,7 +69,7 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
         async with open_core(settings) as core:
             rows = []
             for name in await core.store.list_collections():
-                s = await core.store.stats(name)
+                s = await core.store.stats(name, access=FULL_ACCESS)
                 rows.append({"name": s.name, "documents": s.documents, "chunks": s.chunks})
             return rows
 
@@ -183,6 +186,7 @@ async def ask_local(settings: Settings, body: dict[str, Any]) -> int:
             ask = AskInput(
                 messages=[ChatMessage("user", body["question"])],
                 collection=body["collection"],
+                access=FULL_ACCESS,
                 k=body.get("k"),
                 max_tokens=body.get("max_tokens") or settings.llm.max_tokens,
                 temperature=settings.llm.temperature,

@@ -25,13 +25,27 @@ def serve(
     import uvicorn
 
     from app.main import create_app
+    from app.principal import exposure_problem
     from app.services import build_services
+    from pipelines.keys import KeyStore
 
     settings = Settings()
     logging.getLogger().setLevel(logging.INFO)
+    bind = host or settings.server.host
+    try:
+        keys = KeyStore.open(settings.database_url)
+        try:
+            has_keys = keys.has_keys()
+        finally:
+            keys.close()
+    except RagError as exc:
+        raise fail(exc.message) from exc
+    problem = exposure_problem(settings, bind, has_keys)
+    if problem is not None:
+        raise fail(problem)
     config = uvicorn.Config(
         "app.main:create_app",  # replaced in main() by the app over the services built there
-        host=host or settings.server.host,
+        host=bind,
         port=port or settings.server.port,
         log_level="info",
     )

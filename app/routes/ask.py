@@ -11,6 +11,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.deps import ServicesDep
 from app.disconnect import answer_text, unless_disconnected
 from app.errors import error_responses, request_id
+from app.principal import Caller, CallerDep
 from app.schemas import (
     AskRequest,
     AskResponse,
@@ -29,7 +30,7 @@ from pipelines.types import ChatMessage
 
 router = APIRouter(tags=["ask"])
 
-_ERRORS = error_responses(400, 404, 422, 503, 504)
+_ERRORS = error_responses(400, 403, 404, 422, 429, 503, 504)
 _SSE_DOC = """Server-Sent Events, in this order (every frame has an `id:`):
 
 * `sources` — once, first: `{"sources": [{"n", "doc_id", "chunk_id", "title", "source",
@@ -44,8 +45,10 @@ Keep-alive comments every 15 s. Errors before the stream starts are plain JSON e
 their HTTP status. Closing the connection aborts the generation upstream."""
 
 
-def to_ask_input(body: AskRequest, services: Services, rid: str) -> AskInput:
+def to_ask_input(body: AskRequest, services: Services, caller: Caller, rid: str) -> AskInput:
     settings = services.settings
+    collection = body.collection or settings.default_collection
+    access = caller.read(collection)  # 403 before anything is retrieved
     if body.messages is not None:
         check_message_chars([m.content for m in body.messages], settings.server)
     body.check_question(settings.server.max_question_chars)
@@ -55,11 +58,12 @@ def to_ask_input(body: AskRequest, services: Services, rid: str) -> AskInput:
         messages = [ChatMessage(role="user", content=body.question or "")]
     return body.ask_input(
         messages,
-        collection=body.collection or settings.default_collection,
+        collection=collection,
         max_tokens=body.max_tokens,
         model=body.model,
         llm=settings.llm,
         request_id=rid,
+        access=access,
     )
 
 
@@ -69,9 +73,14 @@ def to_ask_input(body: AskRequest, services: Services, rid: str) -> AskInput:
     responses=_ERRORS,
     summary="Answer a question from the knowledge base (JSON)",
 )
-async def ask(body: AskRequest, request: Request, services: ServicesDep) -> AskResponse:
-    ask_input = to_ask_input(body, services, request_id(request))
-    answer, text = await answer_text(services.require_chain(), ask_input, request)
+async def ask(
+    body: AskRequest, request: Request, caller: CallerDep, services: ServicesDep
+) -> AskResponse:
+    ask_input = to_ask_input(body, services, caller, request_id(request))
+    chain = services.require_chain()
+    await caller.before_generation()
+    answer, text = await answer_text(chain, ask_input, request)
+    await caller.charge(answer)
     return AskResponse(
         answer=text,
         sources=SourceOut.many(answer),
@@ -117,10 +126,11 @@ class AskFrames:
     response_class=EventSourceResponse,
 )
 async def ask_stream(
-    body: AskRequest, request: Request, services: ServicesDep
+    body: AskRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> EventSourceResponse:
     rid = request_id(request)
-    ask_input = to_ask_input(body, services, rid)
+    ask_input = to_ask_input(body, services, caller, rid)
     chain = services.require_chain()
+    await caller.before_generation()
     answer = await unless_disconnected(request, rid, chain.answer(ask_input))
-    return stream_response(answer, AskFrames(), rid)
+    return stream_response(answer, AskFrames(), rid, finish=caller.charge)

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, File, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
 from app.deps import ServicesDep
 from app.errors import error_responses
+from app.principal import CallerDep
 from app.schemas import (
     DeletedDocument,
     DocumentList,
@@ -27,9 +28,12 @@ from app.schemas import (
     UploadedFile,
     UploadResult,
 )
+from app.services import Services
 from ingest.loaders import SUPPORTED
+from pipelines.access import FULL_ACCESS, Access
 from pipelines.errors import (
     DocumentNotFound,
+    Forbidden,
     InvalidInput,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -42,7 +46,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["documents"])
 
 MAX_FILES = 32
-_COLLECTION_ERRORS = error_responses(404, 422, e404="The collection (or document) does not exist")
+_COLLECTION_ERRORS = error_responses(
+    403, 404, 422, e404="The collection (or document) does not exist"
+)
 _MB = 1024 * 1024
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -81,6 +87,27 @@ def _check_uploads(files: list[UploadFile], max_mb: int) -> list[str]:
     return names
 
 
+async def _check_groups(
+    services: Services, collection: str, access: Access, groups: list[str], names: list[str]
+) -> None:
+    """A key limited to some groups writes only documents it could read afterwards: with no
+    groups or its own, never over a same-named document of another group (403)."""
+    if access.groups is None:
+        return
+    foreign = sorted(set(groups) - access.groups)
+    if foreign:
+        raise Forbidden(
+            f"this API key may not give documents the groups {', '.join(foreign)}: "
+            "it belongs to " + (", ".join(sorted(access.groups)) or "no group")
+        )
+    if collection not in await services.store.list_collections():
+        return
+    for name in names:
+        stored = await services.store.count(collection, {"source": name}, access=FULL_ACCESS)
+        if stored and not await services.store.count(collection, {"source": name}, access=access):
+            raise Forbidden(f"'{name}' exists in '{collection}' and this API key may not read it")
+
+
 def _save(files: list[UploadFile], names: list[str], folder: Path) -> dict[Path, str]:
     saved: dict[Path, str] = {}
     for name, f in zip(names, files, strict=True):
@@ -110,19 +137,33 @@ def _save(files: list[UploadFile], names: list[str], folder: Path) -> dict[Path,
 )
 async def upload_documents(
     collection: str,
+    caller: CallerDep,
     services: ServicesDep,
     response: Response,
     files: Annotated[
         list[UploadFile],
         File(description=f"One or more files ({', '.join(SUPPORTED)})"),
     ],
+    groups: Annotated[
+        str,
+        Form(
+            description="The documents' access list: groups, comma-separated (e.g. "
+            "'hr,finance'); only keys sharing one of them retrieve the documents. Empty: "
+            "public. A .jsonl line's own `groups` wins for that line"
+        ),
+    ] = "",
 ) -> UploadResult:
     check_collection_name(collection)
+    access = caller.write(collection)
+    run_groups = [g.strip() for g in groups.split(",") if g.strip()]
     names = _check_uploads(files, services.settings.server.max_upload_mb)
     async with services.ingest_lock:
+        await _check_groups(services, collection, access, run_groups, names)
         with tempfile.TemporaryDirectory(prefix="ragserve-upload-") as tmp:
             saved = await anyio.to_thread.run_sync(_save, files, names, Path(tmp))
-            summary = await services.pipeline.run(list(saved), collection, names=saved)
+            summary = await services.pipeline.run(
+                list(saved), collection, names=saved, groups=run_groups
+            )
         failed = [FailedFile(**f) for f in summary.failed]
         landed = [n for n in names if not any(f.source == n for f in failed)]
         if not landed:
@@ -132,7 +173,7 @@ async def upload_documents(
             UploadedFile(
                 source=name,
                 doc_id=None if name.lower().endswith(".jsonl") else document_id(collection, name),
-                chunks=await services.store.count(collection, {"source": name}),
+                chunks=await services.store.count(collection, {"source": name}, access=access),
             )
             for name in landed
         ]
@@ -168,6 +209,7 @@ async def upload_documents(
 )
 async def list_documents(
     collection: str,
+    caller: CallerDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -176,12 +218,13 @@ async def list_documents(
     ] = None,
 ) -> DocumentList:
     check_collection_name(collection)
+    access = caller.read(collection)
     # One point per document (its first chunk carries the chunk count): the cost grows with
     # the documents, not the chunks (reading every chunk of 1M takes ~30 s on 2 cores).
     filters: Filters = {"chunk_index": 0}
     if source is not None:
         filters["source"] = source
-    states = await services.store.document_states(collection, filters)
+    states = await services.store.document_states(collection, filters, access=access)
     ordered = sorted(states.values(), key=lambda s: (s.source, s.doc_id))
     return DocumentList(
         collection=collection,
@@ -199,10 +242,14 @@ async def list_documents(
     responses=_COLLECTION_ERRORS,
     summary="Delete a document and all of its chunks",
 )
-async def delete_document(collection: str, doc_id: str, services: ServicesDep) -> DeletedDocument:
+async def delete_document(
+    collection: str, doc_id: str, caller: CallerDep, services: ServicesDep
+) -> DeletedDocument:
     check_collection_name(collection)
+    access = caller.write(collection)
     async with services.ingest_lock:
-        chunks = await services.store.count(collection, {"doc_id": doc_id})
+        # A document the key cannot read (another group's) is not there for it either.
+        chunks = await services.store.count(collection, {"doc_id": doc_id}, access=access)
         if chunks == 0:
             raise DocumentNotFound(collection, doc_id)
         await services.store.delete_documents(collection, [doc_id])

@@ -18,6 +18,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.deps import ServicesDep
 from app.disconnect import answer_text, unless_disconnected
 from app.errors import error_responses, request_id
+from app.principal import Caller, CallerDep
 from app.schemas import ErrorEnvelope, SourceOut, UsageOut, check_max_chars, check_message_chars
 from app.schemas.openai import (
     AssistantMessage,
@@ -48,10 +49,12 @@ def _aliases(services: Services) -> dict[str, str]:
     }
 
 
-async def resolve_collection(body: ChatCompletionRequest, services: Services) -> str:
+async def resolve_collection(
+    body: ChatCompletionRequest, services: Services, caller: Caller
+) -> str:
     """The model decides the collection: a gateway that allows a client some models allows it
     their collections only. A `collection` field may repeat the model's, not change it."""
-    collection = await _model_collection(body.model, services)
+    collection = await _model_collection(body.model, services, caller)
     if body.collection is not None and body.collection != collection:
         raise BadRequest(
             f"'collection': '{body.collection}' conflicts with the model '{body.model}', which "
@@ -61,25 +64,33 @@ async def resolve_collection(body: ChatCompletionRequest, services: Services) ->
     return collection
 
 
-async def _model_collection(model: str, services: Services) -> str:
+async def _model_collection(model: str, services: Services, caller: Caller) -> str:
+    """The model's collection; 403 when it is not the caller's (before whether it exists, so a
+    key learns nothing of other tenants' collections)."""
     aliases = _aliases(services)
     if model in aliases:
+        caller.read(aliases[model])
         return aliases[model]
     if model.startswith(MODEL_PREFIX) and len(model) > len(MODEL_PREFIX):
         collection = model[len(MODEL_PREFIX) :]
+        caller.read(collection)
         if collection in await services.store.list_collections():
             return collection
-    known = ", ".join(await _model_ids(services))
+    known = ", ".join(await _model_ids(services, caller))
     raise NotFound(f"The model '{model}' does not exist (known: {known})")
 
 
-async def _model_ids(services: Services) -> list[str]:
-    ids = list(_aliases(services))
-    ids += [MODEL_PREFIX + c for c in await services.store.list_collections()]
+async def _model_ids(services: Services, caller: Caller) -> list[str]:
+    """The models this caller may use: aliases of its collections, one per collection."""
+    collections = caller.visible(await services.store.list_collections())
+    ids = [m for m, c in _aliases(services).items() if c in collections]
+    ids += [MODEL_PREFIX + c for c in collections]
     return ids
 
 
-def _to_ask(body: ChatCompletionRequest, services: Services, collection: str, rid: str) -> AskInput:
+def _to_ask(
+    body: ChatCompletionRequest, services: Services, collection: str, caller: Caller, rid: str
+) -> AskInput:
     settings = services.settings
     check_message_chars([m.text() for m in body.messages], settings.server)
     last = len(body.messages) - 1
@@ -102,17 +113,19 @@ def _to_ask(body: ChatCompletionRequest, services: Services, collection: str, ri
         model=body.llm_model,
         llm=settings.llm,
         request_id=rid,
+        access=caller.read(collection),
     )
 
 
 @router.get(
     "/models",
     response_model=ModelList,
-    summary="OpenAI-compatible list of models (one per collection)",
+    summary="OpenAI-compatible list of models (one per collection the key may read)",
 )
-async def list_models(services: ServicesDep) -> ModelList:
+async def list_models(caller: CallerDep, services: ServicesDep) -> ModelList:
     now = int(time.time())
-    return ModelList(data=[ModelCard(id=m, created=now) for m in await _model_ids(services)])
+    ids = await _model_ids(services, caller)
+    return ModelList(data=[ModelCard(id=m, created=now) for m in ids])
 
 
 @router.post(
@@ -127,8 +140,10 @@ async def list_models(services: ServicesDep) -> ModelList:
         },
         **error_responses(
             400,
+            403,
             404,
             422,
+            429,
             503,
             504,
             e400="Bad request: a `collection` other than the model's (the model picks the "
@@ -138,16 +153,18 @@ async def list_models(services: ServicesDep) -> ModelList:
     },
 )
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, services: ServicesDep
+    body: ChatCompletionRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> ChatCompletion | EventSourceResponse:
     rid = request_id(request)
-    collection = await resolve_collection(body, services)
+    collection = await resolve_collection(body, services, caller)
     chain = services.require_chain()
-    ask_input = _to_ask(body, services, collection, rid)
+    ask_input = _to_ask(body, services, collection, caller, rid)
+    await caller.before_generation()
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not body.stream:
         answer, text = await answer_text(chain, ask_input, request)
+        await caller.charge(answer)
         return ChatCompletion(
             id=completion_id,
             created=created,
@@ -160,7 +177,7 @@ async def chat_completions(
         )
     answer = await unless_disconnected(request, rid, chain.answer(ask_input))
     frames = ChunkFrames(completion_id, created, body.model, body.include_usage)
-    return stream_response(answer, frames, rid)
+    return stream_response(answer, frames, rid, finish=caller.charge)
 
 
 class ChunkFrames:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from app.deps import ServicesDep
 from app.errors import error_responses
+from app.principal import CallerDep
 from app.schemas import SearchHit, SearchRequest, SearchResponse, check_max_chars, to_domain_filters
 from pipelines.retrieval import StoreRetriever
 
@@ -17,14 +18,16 @@ router = APIRouter(tags=["search"])
 @router.post(
     "/search",
     response_model=SearchResponse,
-    responses=error_responses(400, 404, 422, e404="The collection does not exist"),
+    responses=error_responses(400, 403, 404, 422, e404="The collection does not exist"),
     summary="Ranked chunks for a query (no generation)",
 )
-async def search(body: SearchRequest, services: ServicesDep) -> SearchResponse:
+async def search(body: SearchRequest, caller: CallerDep, services: ServicesDep) -> SearchResponse:
     started = time.perf_counter()
     check_max_chars(services.settings.server.max_question_chars, "query", body.query)
     collection = body.collection or services.settings.default_collection
-    retriever = StoreRetriever(service=services.retrieval, collection=collection)
+    retriever = StoreRetriever(
+        service=services.retrieval, collection=collection, access=caller.read(collection)
+    )
     docs = await retriever.ainvoke(
         body.query, k=body.k, mode=body.mode, filters=to_domain_filters(body.filters)
     )

@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from pipelines.access import Access
 from pipelines.chain import AskInput
 from pipelines.settings import LLMSettings, ServerSettings
 from pipelines.stores.terms import (
@@ -259,11 +260,14 @@ class AnswerOptions(BaseModel):
         model: str | None,
         llm: LLMSettings,
         request_id: str,
+        access: Access,
     ) -> AskInput:
-        """The chain's input; unset sampling options take the settings' defaults."""
+        """The chain's input; unset sampling options take the settings' defaults. `access`:
+        what the asker may read."""
         return AskInput(
             messages=messages,
             collection=collection,
+            access=access,
             k=self.k,
             filters=to_domain_filters(self.filters),
             mode=self.mode,

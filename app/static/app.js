@@ -1,12 +1,14 @@
 // The ragserve chat page: lists collections, streams answers from POST /v1/ask/stream
 // (Server-Sent Events read with fetch, since EventSource cannot POST), renders them as
-// sanitized Markdown with clickable [n] citations, and aborts generation on Stop.
+// sanitized Markdown with clickable [n] citations, and aborts generation on Stop. On a server
+// with API keys it asks for one, shows whose it is (GET /v1/me) and offers Upload only to keys
+// that may write.
 "use strict";
 
 (() => {
   const MAX_HISTORY = 20; // messages sent back for follow-ups (the API takes at most 50)
   const SNIPPET_CHARS = 220;
-  const KEY_STORE = "ragserve.apiKey"; // set when the server wants RAG_SERVER__API_KEY
+  const KEY_STORE = "ragserve.apiKey"; // set when the server wants an API key
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -31,15 +33,26 @@
     viewerText: $("viewer-text"),
     template: $("turn-template"),
     upload: $("upload"),
+    uploadBox: $("upload-box"),
     notice: $("notice"),
+    accessNote: $("access-note"),
     keyForm: $("key-form"),
     apiKey: $("api-key"),
+    keyReason: $("key-reason"),
+    session: $("session"),
+    sessionName: $("session-name"),
+    sessionRole: $("session-role"),
+    signOut: $("sign-out"),
   };
 
   /** Completed exchanges only: [{role, content}], sent as `messages` for follow-ups. */
   let history = [];
   /** The AbortController of the stream in flight, if any. */
   let inFlight = null;
+  /** The caller as GET /v1/me describes it; null until known. */
+  let me = null;
+  /** True when the key may read no collection: asking is pointless until another key. */
+  let noAccess = false;
 
   // ---------------------------------------------------------------- errors
 
@@ -53,30 +66,114 @@
     els.errorText.textContent = "";
   }
 
-  function describeError(err, fallback) {
+  /** Seconds from a 429's Retry-After (delta-seconds or an HTTP date), or null. */
+  function retryAfterSeconds(res) {
+    const value = (res.headers.get("Retry-After") || "").trim();
+    if (!value) return null;
+    const at = /^\d+$/.test(value) ? Date.now() + Number(value) * 1000 : Date.parse(value);
+    return Number.isNaN(at) ? null : Math.max(1, Math.ceil((at - Date.now()) / 1000));
+  }
+
+  function whenToRetry(seconds) {
+    if (seconds < 90) return `in ${seconds} second${seconds === 1 ? "" : "s"}`;
+    if (seconds < 90 * 60) return `in ${Math.round(seconds / 60)} minutes`;
+    const at = new Date(Date.now() + seconds * 1000);
+    return `at ${at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+  }
+
+  /** The server's message from its error envelope; `retryAfter` (seconds) says when to retry. */
+  function describeError(err, fallback, retryAfter = null) {
+    const retryAt = retryAfter === null ? "" : ` Try again ${whenToRetry(retryAfter)}.`;
     if (err && typeof err === "object" && err.message) {
       const rid = err.request_id ? ` (request ${err.request_id})` : "";
       const text = /[.!?]$/.test(err.message) ? err.message : `${err.message}.`;
-      const retry = err.retryable ? " Please try again." : "";
+      const retry = retryAt || (err.retryable ? " Please try again." : "");
       return `${text}${retry}${rid}`;
     }
-    return fallback;
+    return `${fallback}${retryAt}`;
   }
 
-  // ---------------------------------------------------------------- API key
+  /** The message for an error answer: its envelope's (a 403 says what the key may not do),
+   * with when to retry after a 429. */
+  async function errorOf(res, fallback) {
+    const body = await res.json().catch(() => null);
+    const retryAfter = res.status === 429 ? retryAfterSeconds(res) : null;
+    return describeError(body && body.error, fallback, retryAfter);
+  }
 
-  /** fetch() with the stored API key; a 401 asks the user for the key. */
+  // ---------------------------------------------------------------- API key + who is signed in
+
+  /** fetch() with the stored API key; a 401 forgets the key and asks for one. */
   async function api(path, init = {}) {
     const headers = new Headers(init.headers || {});
     const key = localStorage.getItem(KEY_STORE);
     if (key) headers.set("Authorization", `Bearer ${key}`);
     const res = await fetch(path, { ...init, headers });
     if (res.status === 401) {
-      if (key) localStorage.removeItem(KEY_STORE); // a wrong or revoked key
-      els.keyForm.hidden = false;
-      els.apiKey.focus();
+      if (key) localStorage.removeItem(KEY_STORE); // a wrong, revoked or expired key
+      const body = await res.clone().json().catch(() => null);
+      const why = body && body.error && body.error.message;
+      askForKey(key && why ? `The key was refused: ${why}.` : "");
     }
     return res;
+  }
+
+  function askForKey(reason) {
+    me = null;
+    renderSession();
+    els.keyReason.textContent = reason;
+    els.keyReason.hidden = !reason;
+    els.keyForm.hidden = false;
+    els.apiKey.focus();
+  }
+
+  /** Who is signed in (nothing on a server without keys) and whether Upload is offered. */
+  function renderSession() {
+    const signedIn = Boolean(me && me.auth);
+    els.session.hidden = !signedIn;
+    if (signedIn) {
+      els.sessionName.textContent = me.name;
+      els.sessionRole.textContent = me.role;
+      const reads = me.collections.includes("*") ? "every collection" : me.collections.join(", ");
+      els.session.title = `Role ${me.role}; reads ${reads || "no collection"}`;
+    }
+    const canUpload = Boolean(me && me.can_upload);
+    els.uploadBox.hidden = !canUpload;
+    els.upload.disabled = !canUpload;
+  }
+
+  /** Asks the server who the key is, then lists what it may read. */
+  async function loadSession() {
+    let res;
+    try {
+      res = await api("/v1/me", { headers: { Accept: "application/json" } });
+    } catch (e) {
+      showError(`Could not reach the service: ${e.message}`);
+      return;
+    }
+    if (res.status === 401) {
+      placeholder("enter an API key");
+      return; // api() asked for the key
+    }
+    if (!res.ok) {
+      placeholder("unavailable");
+      showError(`Could not check the API key: ${await errorOf(res, `HTTP ${res.status}`)}`);
+      return;
+    }
+    me = await res.json();
+    els.keyForm.hidden = true;
+    renderSession();
+    await loadCollections();
+  }
+
+  function forgetKey() {
+    localStorage.removeItem(KEY_STORE);
+    if (inFlight) inFlight.abort();
+    resetChat();
+    showNotice("");
+    showAccessNote("");
+    placeholder("enter an API key");
+    askForKey("");
   }
 
   els.keyForm.addEventListener("submit", (ev) => {
@@ -86,43 +183,81 @@
     localStorage.setItem(KEY_STORE, key);
     els.apiKey.value = "";
     els.keyForm.hidden = true;
-    clearError();
-    loadCollections();
+    resetChat(); // another key may read other documents: start afresh
+    loadSession();
     els.question.focus();
   });
 
   // ---------------------------------------------------------------- collections
 
+  function placeholder(text) {
+    els.collection.replaceChildren(new Option(text, ""));
+    els.collectionHint.textContent = "";
+  }
+
+  function showAccessNote(message) {
+    els.accessNote.textContent = message;
+    els.accessNote.hidden = !message;
+  }
+
+  /** Why a key sees no collection: it names none, or none of them exists yet. */
+  function noAccessMessage() {
+    const names = me.collections;
+    const who = `The API key “${me.name}”`;
+    if (!names.length) {
+      return `${who} may not read any collection. Ask an administrator for a key with access.`;
+    }
+    const exists = names.length === 1 ? "that collection does not exist" : "none of them exists";
+    const create = me.can_upload ? " Upload documents to create it." : "";
+    return `${who} may read only ${names.join(", ")}, and ${exists} yet.${create}`;
+  }
+
+  /** The collections the key may read (the server lists only those). */
   async function loadCollections() {
+    let rows;
     try {
       const res = await api("/v1/collections", { headers: { Accept: "application/json" } });
-      const body = await res.json().catch(() => null);
-      if (!res.ok) {
-        throw new Error(describeError(body && body.error, `HTTP ${res.status}`));
+      if (res.status === 401) {
+        placeholder("enter an API key");
+        return;
       }
-      const rows = body.collections || [];
-      els.collection.replaceChildren();
-      for (const c of rows) {
-        const opt = document.createElement("option");
-        opt.value = c.name;
-        opt.textContent = `${c.name} (${c.documents} docs)`;
-        els.collection.append(opt);
-      }
-      if (!rows.length) {
-        const opt = document.createElement("option");
-        opt.value = "";
-        opt.textContent = "no collections yet";
-        els.collection.append(opt);
-        els.collectionHint.textContent = "Ingest documents first (rag ingest PATH).";
-      } else {
-        const preferred = rows.find((c) => c.name === "default") || rows[0];
-        els.collection.value = preferred.name;
-        els.collectionHint.textContent = "";
-      }
+      if (!res.ok) throw new Error(await errorOf(res, `HTTP ${res.status}`));
+      rows = (await res.json()).collections || [];
     } catch (e) {
       els.collection.replaceChildren(new Option("default", "default"));
       showError(`Could not list collections: ${e.message}`);
+      return;
     }
+    els.collection.replaceChildren();
+    for (const c of rows) {
+      const opt = document.createElement("option");
+      opt.value = c.name;
+      opt.textContent = `${c.name} (${c.documents} docs)`;
+      els.collection.append(opt);
+    }
+    const scoped = Boolean(me && me.auth && !me.collections.includes("*"));
+    noAccess = !rows.length && scoped;
+    if (noAccess) {
+      placeholder("none for this key");
+      showAccessNote(noAccessMessage());
+    } else if (!rows.length) {
+      placeholder("no collections yet");
+      els.collectionHint.textContent = "Ingest documents first (rag ingest PATH).";
+      showAccessNote("");
+    } else {
+      const preferred = rows.find((c) => c.name === "default") || rows[0];
+      els.collection.value = preferred.name;
+      els.collectionHint.textContent = "";
+      showAccessNote("");
+    }
+    setBusy(Boolean(inFlight));
+  }
+
+  /** Where an upload goes: the selected collection, else the key's own, else "default". */
+  function uploadTarget() {
+    if (els.collection.value) return els.collection.value;
+    const own = me && me.collections.find((c) => c !== "*");
+    return own || "default";
   }
 
   // ---------------------------------------------------------------- Markdown + citations
@@ -370,9 +505,7 @@
         signal: controller.signal,
       });
       if (!res.ok) {
-        const payload = await res.json().catch(() => null);
-        const message = describeError(payload && payload.error, `HTTP ${res.status}`);
-        fail(turn, message);
+        fail(turn, await errorOf(res, `HTTP ${res.status}`));
         terminal = true;
         return;
       }
@@ -434,7 +567,8 @@
   }
 
   function setBusy(busy) {
-    els.ask.disabled = busy;
+    els.ask.disabled = busy || noAccess;
+    els.question.disabled = noAccess;
     els.stop.disabled = !busy;
     els.collection.disabled = busy;
     els.newChat.disabled = busy;
@@ -451,7 +585,7 @@
   async function upload(files) {
     if (!files.length) return;
     clearError();
-    const collection = els.collection.value || "default";
+    const collection = uploadTarget();
     const form = new FormData();
     for (const f of files) form.append("files", f, f.name);
     const names = Array.from(files, (f) => f.name).join(", ");
@@ -463,12 +597,12 @@
         headers: { Accept: "application/json" },
         body: form,
       });
-      const body = await res.json().catch(() => null);
       if (!res.ok) {
         showNotice("");
-        showError(describeError(body && body.error, `Upload failed: HTTP ${res.status}`));
+        showError(await errorOf(res, `Upload failed: HTTP ${res.status}`));
         return;
       }
+      const body = await res.json();
       const parts = [`${body.added} added`, `${body.updated} updated`, `${body.unchanged} unchanged`];
       showNotice(`Uploaded to ${collection}: ${parts.join(", ")} (${body.chunks} chunks).`);
       if (body.failed.length) {
@@ -481,7 +615,7 @@
       showNotice("");
       showError(`Could not upload: ${e.message}`);
     } finally {
-      els.upload.disabled = false;
+      els.upload.disabled = !(me && me.can_upload);
       els.upload.value = "";
     }
   }
@@ -507,17 +641,23 @@
     if (inFlight) inFlight.abort();
   });
   els.errorClose.addEventListener("click", clearError);
-  els.newChat.addEventListener("click", () => {
+
+  function resetChat() {
     history = [];
     for (const el of els.conversation.querySelectorAll(".turn")) el.remove();
     els.empty.hidden = false;
     els.viewerBody.hidden = true;
     els.viewerEmpty.hidden = false;
     clearError();
+  }
+
+  els.newChat.addEventListener("click", () => {
+    resetChat();
     els.question.focus();
   });
   els.collection.addEventListener("change", () => els.newChat.click());
+  els.signOut.addEventListener("click", forgetKey);
 
-  loadCollections();
+  loadSession();
   els.question.focus();
 })();

@@ -29,7 +29,14 @@ from pipelines.stores.schema import (
     dense_of,
 )
 from pipelines.stores.store import QdrantStore
-from pipelines.stores.terms import DenseNearest, FilterSyntax, Nearest, SparseNearest, vectors_of
+from pipelines.stores.terms import (
+    DenseNearest,
+    FilterSyntax,
+    Nearest,
+    Selection,
+    SparseNearest,
+    vectors_of,
+)
 from pipelines.types import EmbeddedChunk, Filters, Hit, SparseVector
 
 T = TypeVar("T")
@@ -48,15 +55,18 @@ def _conjunction(must: list[Any], must_not: list[Any]) -> qe.Filter:
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
-_FILTERS: FilterSyntax[qe.FieldCondition, qe.Filter] = FilterSyntax(
+_FILTERS: FilterSyntax[qe.ConditionType, qe.Filter] = FilterSyntax(
     match=lambda key, value: qe.FieldCondition(key=key, match=qe.MatchValue(value)),
     match_any=lambda key, values: qe.FieldCondition(key=key, match=qe.MatchAny(values)),  # type: ignore[arg-type]
     in_range=lambda key, r: qe.FieldCondition(
         key=key, range=qe.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt)
     ),
+    is_empty=qe.IsEmptyCondition,
+    disjunction=lambda conditions: qe.Filter(should=conditions),
     conjunction=_conjunction,
 )
 edge_filter = _FILTERS.filter
+edge_select = _FILTERS.select
 
 
 def edge_point(p: EmbeddedChunk) -> qe.Point:
@@ -80,7 +90,7 @@ def edge_request(q: Nearest) -> qe.QueryRequest:
     return qe.QueryRequest(
         limit=q.limit,
         query=query,
-        filter=edge_filter(q.filters),
+        filter=edge_select(q.selection),
         params=params,
         with_payload=q.with_payload,
     )
@@ -156,6 +166,14 @@ def _scroll(shard: qe.EdgeShard, request: qe.ScrollRequest) -> tuple[list[dict[s
     return [rec.payload or {} for rec in records], offset
 
 
+def _add_missing_indexes(shard: qe.EdgeShard) -> None:
+    """A shard created before a field was indexed (`groups`) gets its index when opened."""
+    indexed = shard.info().payload_schema
+    for field, kind in PAYLOAD_INDEXES.items():
+        if field not in indexed:
+            shard.update(qe.UpdateOperation.create_field_index(field, _INDEX_TYPES[kind]))
+
+
 class EdgeBackend:
     """Qdrant Edge shards under `root/<collection>`, opened once and kept open."""
 
@@ -201,6 +219,7 @@ class EdgeBackend:
             with storage_faults(f"open collection '{collection}'", path):
                 if (path / _META).is_file():
                     shard = self._load(collection, path)
+                    _add_missing_indexes(shard)
                 elif create:
                     shard = self._create(collection, path)
                 else:
@@ -292,20 +311,30 @@ class EdgeBackend:
             await self._run(shard.update, qe.UpdateOperation.delete_points_by_filter(flt))
         self._dirty.add(collection)
 
+    async def set_payload(self, collection: str, must: Filters, payload: dict[str, Any]) -> None:
+        shard = self.shard(collection)
+        flt = edge_filter(must)
+        if flt is None:  # nothing selected
+            return
+        what = await self._run(self._check_write, collection)
+        with storage_faults(what, self._path(collection)):
+            await self._run(shard.update, qe.UpdateOperation.set_payload_by_filter(flt, payload))
+        self._dirty.add(collection)
+
     async def scroll(
-        self, collection: str, filters: Filters | None, *, offset: Any, limit: int
+        self, collection: str, selection: Selection, *, offset: Any, limit: int
     ) -> tuple[list[dict[str, Any]], Any]:
         request = qe.ScrollRequest(
             offset=offset,
             limit=limit,
-            filter=edge_filter(filters),
+            filter=edge_select(selection),
             with_payload=STATE_FIELDS,
             with_vector=False,
         )
         return await self._run(_scroll, self.shard(collection), request)
 
-    async def count(self, collection: str, filters: Filters | None) -> int:
-        request = qe.CountRequest(filter=edge_filter(filters), exact=True)
+    async def count(self, collection: str, selection: Selection) -> int:
+        request = qe.CountRequest(filter=edge_select(selection), exact=True)
         return int(await self._run(self.shard(collection).count, request))
 
     async def query_hits(self, collection: str, query: Nearest) -> list[Hit]:

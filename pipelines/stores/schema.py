@@ -6,11 +6,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipelines.access import GROUPS_FIELD
 from pipelines.errors import InvalidInput
 
 DENSE = "dense"
 SPARSE = "bm25"
-# Payload fields indexed in every collection, in the order they are created.
+# Payload fields indexed in every collection, in the order they are created (a collection
+# opened without one of them gets it then).
 PAYLOAD_INDEXES: dict[str, Literal["keyword", "integer"]] = {
     "doc_id": "keyword",
     "collection": "keyword",
@@ -18,9 +20,10 @@ PAYLOAD_INDEXES: dict[str, Literal["keyword", "integer"]] = {
     "content_hash": "keyword",
     "chunk_index": "integer",
     "path": "keyword",  # the ingest job's lookup of a file's documents (never a client's)
+    GROUPS_FIELD: "keyword",  # every read of a key with groups filters on it
 }
 # What document_states() reads back, without vectors or text.
-STATE_FIELDS = ["doc_id", "source", "path", "content_hash", "chunk_count"]
+STATE_FIELDS = ["doc_id", "source", "path", "content_hash", "chunk_count", GROUPS_FIELD]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 

@@ -13,7 +13,14 @@ from pipelines.ranking import Scored
 from pipelines.stores.config import StoreConfig
 from pipelines.stores.schema import DENSE, PAYLOAD_INDEXES, SPARSE, STATE_FIELDS, Layout, dense_of
 from pipelines.stores.store import QdrantStore
-from pipelines.stores.terms import DenseNearest, FilterSyntax, Nearest, SparseNearest, vectors_of
+from pipelines.stores.terms import (
+    DenseNearest,
+    FilterSyntax,
+    Nearest,
+    Selection,
+    SparseNearest,
+    vectors_of,
+)
 from pipelines.types import EmbeddedChunk, Filters, Hit, SparseVector
 
 _INDEX_TYPES = {
@@ -32,15 +39,18 @@ def _conjunction(must: list[Any], must_not: list[Any]) -> models.Filter:
     return models.Filter(must=must or None, must_not=must_not or None)
 
 
-_FILTERS: FilterSyntax[models.FieldCondition, models.Filter] = FilterSyntax(
+_FILTERS: FilterSyntax[models.Condition, models.Filter] = FilterSyntax(
     match=lambda key, value: models.FieldCondition(key=key, match=models.MatchValue(value=value)),
     match_any=lambda key, values: models.FieldCondition(key=key, match=models.MatchAny(any=values)),
     in_range=lambda key, r: models.FieldCondition(
         key=key, range=models.Range(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt)
     ),
+    is_empty=lambda key: models.IsEmptyCondition(is_empty=models.PayloadField(key=key)),
+    disjunction=lambda conditions: models.Filter(should=conditions),
     conjunction=_conjunction,
 )
 server_filter = _FILTERS.filter
+server_select = _FILTERS.select
 
 
 def server_point(p: EmbeddedChunk) -> models.PointStruct:
@@ -82,8 +92,9 @@ class ServerBackend:
         return _layout(await self._client.get_collection(collection))
 
     async def open(self, collection: str, *, create: bool) -> None:
-        if not create:
-            return  # the server keeps every collection open
+        if not create:  # the server keeps every collection open
+            await self._add_missing_indexes(collection)
+            return
         c = self._config
         await self._client.create_collection(
             collection,
@@ -107,6 +118,15 @@ class ServerBackend:
         for field, kind in PAYLOAD_INDEXES.items():
             await self._client.create_payload_index(collection, field, _INDEX_TYPES[kind])
 
+    async def _add_missing_indexes(self, collection: str) -> None:
+        """A collection created before a field was indexed (`groups`) gets its index now."""
+        indexed = (await self._client.get_collection(collection)).payload_schema
+        for field, kind in PAYLOAD_INDEXES.items():
+            if field not in indexed:
+                await self._client.create_payload_index(
+                    collection, field, _INDEX_TYPES[kind], wait=True
+                )
+
     async def collections(self) -> list[str]:
         resp = await self._client.get_collections()
         return [c.name for c in resp.collections]
@@ -126,12 +146,19 @@ class ServerBackend:
         selector = models.FilterSelector(filter=flt)
         await self._client.delete(collection, points_selector=selector, wait=True)
 
+    async def set_payload(self, collection: str, must: Filters, payload: dict[str, Any]) -> None:
+        flt = server_filter(must)
+        if flt is None:  # nothing selected
+            return
+        selector = models.FilterSelector(filter=flt)
+        await self._client.set_payload(collection, payload, points=selector, wait=True)
+
     async def scroll(
-        self, collection: str, filters: Filters | None, *, offset: Any, limit: int
+        self, collection: str, selection: Selection, *, offset: Any, limit: int
     ) -> tuple[list[dict[str, Any]], Any]:
         records, offset = await self._client.scroll(
             collection,
-            scroll_filter=server_filter(filters),
+            scroll_filter=server_select(selection),
             limit=limit,
             offset=offset,
             with_payload=STATE_FIELDS,
@@ -139,9 +166,9 @@ class ServerBackend:
         )
         return [rec.payload or {} for rec in records], offset
 
-    async def count(self, collection: str, filters: Filters | None) -> int:
+    async def count(self, collection: str, selection: Selection) -> int:
         found = await self._client.count(
-            collection, count_filter=server_filter(filters), exact=True
+            collection, count_filter=server_select(selection), exact=True
         )
         return found.count
 
@@ -156,7 +183,7 @@ class ServerBackend:
             query=query,
             using=using,
             limit=q.limit,
-            query_filter=server_filter(q.filters),
+            query_filter=server_select(q.selection),
             search_params=params,
             with_payload=q.with_payload,
         )

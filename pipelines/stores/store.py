@@ -2,9 +2,11 @@
 
 The store owns every decision: the collection check, what a write or a delete selects, the
 state scroll, the counts, the query parameters and the search plan (pipelines/ranking.py).
-A backend (stores/edge.py, stores/server.py) translates the store's terms (`Filters`,
-`EmbeddedChunk`, the `Nearest` queries of stores/terms.py) into its engine's and does the
-I/O, as qdrant-client's `QdrantLocal` and `QdrantRemote` do behind one `QdrantBase`.
+A backend (stores/edge.py, stores/server.py) translates the store's terms (`Filters`, a
+read's `Selection`, `EmbeddedChunk`, the `Nearest` queries of stores/terms.py) into its
+engine's and does the I/O, as qdrant-client's `QdrantLocal` and `QdrantRemote` do behind one
+`QdrantBase`. Every read takes the caller's `Access`: the store checks the collection before
+it touches the backend and puts the document condition into the engine's query itself.
 """
 
 from __future__ import annotations
@@ -12,11 +14,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from pipelines.access import GROUPS_FIELD, Access
 from pipelines.errors import CollectionNotFound, SchemaMismatch
 from pipelines.ranking import Query, Scored, ranked_search, rescore_oversampling
 from pipelines.stores.config import StoreConfig
 from pipelines.stores.schema import Layout, check_collection_name
-from pipelines.stores.terms import DenseNearest, Nearest, SparseNearest, check_filters
+from pipelines.stores.terms import (
+    DenseNearest,
+    Nearest,
+    Selection,
+    SparseNearest,
+    check_filters,
+)
 from pipelines.types import (
     CollectionStats,
     DenseQuery,
@@ -55,13 +64,18 @@ class QdrantBackend(Protocol):
         """Delete the points matching every `must` condition and no `must_not` one."""
         ...
 
+    async def set_payload(self, collection: str, must: Filters, payload: dict[str, Any]) -> None:
+        """Set these payload fields (others kept) on every point matching `must`, in one
+        engine operation."""
+        ...
+
     async def scroll(
-        self, collection: str, filters: Filters | None, *, offset: Any, limit: int
+        self, collection: str, selection: Selection, *, offset: Any, limit: int
     ) -> tuple[list[dict[str, Any]], Any]:
         """One page of STATE_FIELDS payloads and the next page's offset (None: the last)."""
         ...
 
-    async def count(self, collection: str, filters: Filters | None) -> int: ...
+    async def count(self, collection: str, selection: Selection) -> int: ...
 
     async def query_hits(self, collection: str, query: Nearest) -> list[Hit]: ...
 
@@ -87,16 +101,27 @@ class QdrantBackend(Protocol):
 # -- the store ------------------------------------------------------------------------------
 
 
+def _groups_of(value: Any) -> tuple[str, ...]:
+    """A stored access list as DocState holds it (absent: an older collection's, public)."""
+    if isinstance(value, list):
+        return tuple(sorted({str(v) for v in value}))
+    return () if value is None else (str(value),)
+
+
 def _add_states(states: dict[str, DocState], payloads: Iterable[dict[str, Any]]) -> None:
     """Fold scrolled payloads (STATE_FIELDS) into per-document states."""
     for pl in payloads:
         doc_id = str(pl.get("doc_id"))
         st = states.get(doc_id)
         source, path = str(pl.get("source")), str(pl.get("path") or "")
+        groups = _groups_of(pl.get(GROUPS_FIELD))
         if st is None:
-            st = states[doc_id] = DocState(doc_id=doc_id, source=source, path=path)
-        elif (st.source, st.path) != (source, path):
-            st.mixed = True
+            st = states[doc_id] = DocState(doc_id=doc_id, source=source, path=path, groups=groups)
+        else:
+            if (st.source, st.path) != (source, path):
+                st.mixed = True
+            if st.groups != groups:
+                st.groups = None
         st.chunks += 1
         st.hashes.add(str(pl.get("content_hash")))
         st.expected_chunks = int(pl.get("chunk_count") or 0)
@@ -147,31 +172,48 @@ class QdrantStore:
         await self.ensure_collection(collection, create=False)
         await self._backend.delete(collection, {"doc_id": doc_id}, {"content_hash": keep_hash})
 
-    async def document_states(
-        self, collection: str, filters: Filters | None = None
-    ) -> dict[str, DocState]:
+    async def set_document_groups(
+        self, collection: str, doc_id: str, groups: Sequence[str]
+    ) -> None:
         await self.ensure_collection(collection, create=False)
+        payload = {GROUPS_FIELD: sorted(set(groups))}
+        await self._backend.set_payload(collection, {"doc_id": doc_id}, payload)
+
+    # -- reads: each checks the caller's access first and selects only what it may see ----
+
+    async def _readable(self, collection: str, access: Access) -> None:
+        access.check(collection)  # before the backend: an out-of-scope name is never looked up
+        await self.ensure_collection(collection, create=False)
+
+    async def document_states(
+        self, collection: str, filters: Filters | None = None, *, access: Access
+    ) -> dict[str, DocState]:
+        await self._readable(collection, access)
+        selection = Selection(filters, access.groups)
         states: dict[str, DocState] = {}
         offset: Any = None
         while True:
             payloads, offset = await self._backend.scroll(
-                collection, filters, offset=offset, limit=SCROLL_PAGE
+                collection, selection, offset=offset, limit=SCROLL_PAGE
             )
             _add_states(states, payloads)
             if offset is None:
                 return states
 
-    async def stats(self, collection: str) -> CollectionStats:
-        await self.ensure_collection(collection, create=False)
-        chunks = await self._backend.count(collection, None)
+    async def stats(self, collection: str, *, access: Access) -> CollectionStats:
+        await self._readable(collection, access)
+        chunks = await self._backend.count(collection, Selection(None, access.groups))
         # Each document's first chunk is its chunk 0.
-        docs = await self._backend.count(collection, {"chunk_index": 0})
+        docs = await self._backend.count(collection, Selection({"chunk_index": 0}, access.groups))
         return CollectionStats(name=collection, documents=docs, chunks=chunks)
 
-    async def count(self, collection: str, filters: Filters | None = None) -> int:
+    async def count(
+        self, collection: str, filters: Filters | None = None, *, access: Access
+    ) -> int:
+        access.check(collection)  # before the filters: out of scope is 403, whatever they say
         filters = check_filters(filters)
         await self.ensure_collection(collection, create=False)
-        return await self._backend.count(collection, filters)
+        return await self._backend.count(collection, Selection(filters, access.groups))
 
     async def commit(self, collection: str) -> None:
         await self._backend.commit(collection)
@@ -193,8 +235,10 @@ class QdrantStore:
         sparse: SparseVector | None,
         k: int,
         mode: SearchMode,
+        access: Access,
         filters: Filters | None = None,
     ) -> list[Hit]:
+        access.check(collection)
         filters = check_filters(filters)  # a client's (API, CLI): a bad one is InvalidInput
         await self.ensure_collection(collection, create=False)
         return await ranked_search(
@@ -204,12 +248,12 @@ class QdrantStore:
             sparse=sparse,
             k=k,
             mode=mode,
-            filters=filters,
+            filters=Selection(filters, access.groups),
             params=self.config.hybrid,
         )
 
     def nearest(
-        self, query: Query, *, limit: int, k: int, filters: Filters | None, candidates: bool
+        self, query: Query, *, limit: int, k: int, filters: Selection, candidates: bool
     ) -> Nearest:
         """The query for `limit` nearest points of which k are kept; `candidates`: a list for
         fusion or MMR (ids and scores only, rescored only if `rescore_candidates`)."""
@@ -229,13 +273,13 @@ class QdrantStore:
         )
 
     async def nearest_hits(
-        self, collection: str, query: Query, *, limit: int, filters: Filters | None
+        self, collection: str, query: Query, *, limit: int, filters: Selection
     ) -> list[Hit]:
         nearest = self.nearest(query, limit=limit, k=limit, filters=filters, candidates=False)
         return await self._backend.query_hits(collection, nearest)
 
     async def nearest_ids(
-        self, collection: str, query: Query, *, limit: int, k: int, filters: Filters | None
+        self, collection: str, query: Query, *, limit: int, k: int, filters: Selection
     ) -> list[Scored]:
         nearest = self.nearest(query, limit=limit, k=k, filters=filters, candidates=True)
         return await self._backend.query_ids(collection, nearest)

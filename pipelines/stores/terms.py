@@ -1,4 +1,9 @@
-"""The store's own terms, which each backend translates: nearest queries, filters, vectors."""
+"""The store's own terms, which each backend translates: nearest queries, filters, vectors.
+
+A read's `Selection` is a caller's filters and its document access (pipelines/access.py) in
+one: `FilterSyntax.select` spells both as one engine filter, so the access condition is part
+of every vector query, scroll and count, never a filter applied to results afterwards.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from pipelines.access import GROUPS_FIELD
 from pipelines.errors import InvalidInput
 from pipelines.stores.schema import DENSE, SPARSE
 from pipelines.types import PRIVATE_FIELDS, EmbeddedChunk, Filters, Range, Scalar, SparseVector
@@ -18,12 +24,22 @@ V = TypeVar("V")  # a backend's sparse vector
 
 
 @dataclass(frozen=True, slots=True)
+class Selection:
+    """What a read selects: the points matching every `filters` condition and, where `groups`
+    is set, only public ones (an empty or absent access list, GROUPS_FIELD) and those whose
+    access list shares one of these groups. `groups` None: every document."""
+
+    filters: Filters | None = None
+    groups: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DenseNearest:
     """A dense nearest-neighbour query with its search parameters."""
 
     vector: list[float]
     limit: int
-    filters: Filters | None
+    selection: Selection
     with_payload: bool  # False: ids and scores only (a candidate list for fusion or MMR)
     hnsw_ef: int
     exact: bool
@@ -38,7 +54,7 @@ class SparseNearest:
 
     vector: SparseVector
     limit: int
-    filters: Filters | None
+    selection: Selection
     with_payload: bool
 
 
@@ -67,12 +83,22 @@ FILTER_VALUE_RULE = (
 )
 
 
+# Why a private field is no filter field, in the words a client reads.
+_PRIVATE_HINTS = {
+    "path": "use 'source', the document's display name",
+    GROUPS_FIELD: "a document's groups are applied from the API key, not chosen per request",
+}
+
+
 def filter_key_problem(key: object) -> str | None:
-    """Why `key` is no filter field (None: it is one). A private field (a file's server path)
-    is none: matching on it would let a client probe the server's paths."""
+    """Why `key` is no filter field (None: it is one). A private field is none: matching on a
+    file's server path would let a client probe the server's paths, on a document's groups
+    probe (or, with a negation, work around) the access lists."""
     if isinstance(key, str) and len(key) <= MAX_FILTER_KEY and _KEY.fullmatch(key):
-        if key.split(".", 1)[0] in PRIVATE_FIELDS:
-            return f"'{key}' is not a filter field (use 'source', the document's display name)"
+        field = key.split(".", 1)[0]
+        if field in PRIVATE_FIELDS:
+            hint = _PRIVATE_HINTS.get(field, "a field the store keeps for itself")
+            return f"'{key}' is not a filter field ({hint})"
         return None
     return FILTER_KEY_RULE
 
@@ -125,12 +151,15 @@ def check_filters(filters: Mapping[str, Any] | None) -> Filters | None:
 
 @dataclass(frozen=True, slots=True)
 class FilterSyntax(Generic[C, F]):
-    """How a backend spells a payload condition and a conjunction; `filter` reads `Filters`
-    with it. A float is matched as the range [value, value] (a float payload is no keyword)."""
+    """How a backend spells a payload condition, a disjunction and a conjunction; `filter`
+    reads `Filters` with it, `select` a read's `Selection`. A float is matched as the range
+    [value, value] (a float payload is no keyword)."""
 
     match: Callable[[str, str | int | bool], C]
     match_any: Callable[[str, list[Scalar]], C]
     in_range: Callable[[str, Range], C]
+    is_empty: Callable[[str], C]  # the field is absent, null or an empty list
+    disjunction: Callable[[list[C]], C]  # at least one of these (one nested condition)
     conjunction: Callable[[list[C], list[C]], F]  # (must, must_not); either may be empty
 
     def filter(self, must: Filters | None, must_not: Filters | None = None) -> F | None:
@@ -139,6 +168,19 @@ class FilterSyntax(Generic[C, F]):
             return None
         yes, no = self._conditions(must), self._conditions(must_not)
         return self.conjunction(yes, no) if yes or no else None
+
+    def select(self, selection: Selection) -> F | None:
+        """The selection's filters, and its access condition as one more `must` condition:
+        public (no groups), or sharing one of the caller's groups."""
+        if selection.groups is None:
+            return self.filter(selection.filters)
+        public = self.is_empty(GROUPS_FIELD)
+        if selection.groups:
+            shared = self.match_any(GROUPS_FIELD, sorted(selection.groups))
+            visible = self.disjunction([public, shared])
+        else:  # a caller without groups: public documents only
+            visible = public
+        return self.conjunction([*self._conditions(selection.filters), visible], [])
 
     def _conditions(self, filters: Filters | None) -> list[C]:
         conditions: list[C] = []

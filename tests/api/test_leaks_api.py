@@ -75,6 +75,7 @@ def _no_server_path(items: list[dict[str, object]]) -> None:
         assert not str(item["source"]).startswith("/"), item["source"]
         assert str(item["source"]) in SAMPLE_SOURCES, item["source"]
         assert "path" not in item, item
+        assert "groups" not in item, item  # a document's access list is no client's business
 
 
 async def test_search_never_returns_a_server_path(
@@ -98,7 +99,7 @@ async def test_search_never_returns_a_server_path(
         _no_server_path(body["sources"])
 
 
-@pytest.mark.parametrize("key", ["path", "path.x"])
+@pytest.mark.parametrize("key", ["path", "path.x", "groups", "groups.x"])
 async def test_the_server_path_is_no_filter_field(client: httpx.AsyncClient, key: str) -> None:
     body = {"query": "coffee", "filters": {key: "/"}}
     r = await client.post("/v1/search", json=body)

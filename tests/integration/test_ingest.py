@@ -7,15 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from ingest.job import build_pipeline
 from ingest.pipeline import IngestSummary
+from pipelines.access import FULL_ACCESS, GROUPS_FIELD, Access
 from pipelines.core import build_core, open_core
 from pipelines.embedder import SentenceTransformerEmbedder
+from pipelines.errors import InvalidInput
 from pipelines.settings import Settings
 from pipelines.sparse import QdrantBm25Encoder
 from tests.support.documents import CORRUPT_PDF, write_pdf
@@ -44,13 +46,16 @@ def ingest(settings: Settings, embedder: SentenceTransformerEmbedder) -> Ingest:
     """One ingest run into "default" over `settings`, its store opened and closed around it."""
 
     async def run(
-        paths: list[Path], prune: bool = False, state_lookup_max_files: int | None = None
+        paths: list[Path],
+        prune: bool = False,
+        state_lookup_max_files: int | None = None,
+        groups: Sequence[str] = (),
     ) -> IngestSummary:
         async with open_core(settings, embedder=embedder) as core:
             pipeline = build_pipeline(core)
             if state_lookup_max_files is not None:
                 pipeline.state_lookup_max_files = state_lookup_max_files
-            return await pipeline.run(paths, "default", prune=prune)
+            return await pipeline.run(paths, "default", prune=prune, groups=groups)
 
     return run
 
@@ -161,6 +166,7 @@ async def test_real_pdf_and_docx_carry_pages_and_titles(
             k=1,
             mode="dense",
             filters={"page": 2},
+            access=FULL_ACCESS,
         )
     assert hits[0].payload["title"] == "animals"
     assert "alpacas" in hits[0].text
@@ -320,9 +326,10 @@ async def test_cli_ingested_folder_shows_sources_relative_to_its_root(
             k=10,
             mode="dense",
             filters={"source": "guides/install.md"},
+            access=FULL_ACCESS,
         )
         assert [h.payload["source"] for h in hits] == ["guides/install.md"]
-        listed = await core.store.document_states("default")
+        listed = await core.store.document_states("default", access=FULL_ACCESS)
     assert sorted(st.source for st in listed.values()) == sorted(
         [*EXPECTED_SOURCES, "corpus.jsonl"]
     )
@@ -381,3 +388,176 @@ async def test_collection_with_absolute_sources_is_rewritten_once_without_duplic
     settled = await ingest([docs])  # once: the next run writes nothing
     assert (settled.unchanged, settled.chunks) == (5, 0)
     assert edge_payloads(shard) == after
+
+
+# -- access lists (groups) at ingest -------------------------------------------------------
+
+
+def _groups_by_doc(shard: Path) -> dict[str, set[tuple[str, ...]]]:
+    """doc_id -> the distinct access lists its chunks carry, read from the engine."""
+    out: dict[str, set[tuple[str, ...]]] = {}
+    for p in edge_payloads(shard).values():
+        out.setdefault(p["doc_id"], set()).add(tuple(p[GROUPS_FIELD]))
+    return out
+
+
+def _write_manual(docs: Path) -> None:
+    docs.mkdir(parents=True, exist_ok=True)
+    long = " ".join(f"Paragraph {i} describes the payroll calendar in detail." for i in range(150))
+    (docs / "payroll.md").write_text(f"# Payroll\n\n{long}")
+    (docs / "tea.txt").write_text("An unrelated note about tea.")
+
+
+async def _readers_of(
+    settings: Settings, embedder: SentenceTransformerEmbedder, source: str
+) -> dict[str, int]:
+    """How many chunks of `source` each caller finds, searching for them at once."""
+    found: dict[str, int] = {}
+    async with open_core(settings, embedder=embedder) as core:
+        for name, access in {
+            "hr": Access(groups=frozenset({"hr"})),
+            "finance": Access(groups=frozenset({"finance"})),
+            "none": Access(groups=frozenset()),
+            "all": FULL_ACCESS,
+        }.items():
+            hits = await core.retrieval.search(
+                "payroll calendar", "default", access=access, k=50, mode="hybrid"
+            )
+            found[name] = sum(1 for h in hits if h.payload["source"] == source)
+    return found
+
+
+async def test_run_groups_land_sorted_on_every_chunk(
+    ingest: Ingest, settings: Settings, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    _write_manual(docs)
+    summary = await ingest([docs], groups=["hr", "finance", "hr"])
+    assert (summary.added, summary.failed) == (2, [])
+    stored = edge_payloads(settings.qdrant_dir / "default")
+    assert len(stored) > 3
+    assert {tuple(p[GROUPS_FIELD]) for p in stored.values()} == {("finance", "hr")}
+
+
+async def test_a_run_without_groups_stores_public_chunks(
+    ingest: Ingest, settings: Settings, tmp_path: Path
+) -> None:
+    _write_manual(tmp_path / "docs")
+    await ingest([tmp_path / "docs"])
+    stored = edge_payloads(settings.qdrant_dir / "default")
+    assert {tuple(p[GROUPS_FIELD]) for p in stored.values()} == {()}
+
+
+async def test_a_bad_run_group_is_refused_before_anything_is_read(
+    ingest: Ingest, settings: Settings, tmp_path: Path
+) -> None:
+    _write_manual(tmp_path / "docs")
+    for bad in ("hr finance", "../x", "-hr", "", "x" * 65, "hr\n"):
+        with pytest.raises(InvalidInput, match="invalid group"):
+            await ingest([tmp_path / "docs"], groups=[bad])
+    assert not (settings.qdrant_dir / "default").exists()
+
+
+async def test_corpus_lines_carry_their_own_groups_over_the_runs(
+    ingest: Ingest, settings: Settings, tmp_path: Path
+) -> None:
+    rows: list[dict[str, object]] = [
+        {"_id": "listed", "text": "Listed groups.", "groups": ["legal", "finance"]},
+        {"_id": "string", "text": "Comma-separated groups.", "groups": "hr, legal,"},
+        {"_id": "public", "text": "An explicitly public line.", "groups": []},
+        {"_id": "inherits", "text": "The run's groups."},
+        {"_id": "bad-name", "text": "A bad group name.", "groups": ["ok", "not ok"]},
+        {"_id": "bad-type", "text": "Groups of the wrong type.", "groups": 7},
+    ]
+    corpus = tmp_path / "docs" / "corpus.jsonl"
+    corpus.parent.mkdir()
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = await ingest([corpus.parent], groups=["ops"])
+    assert summary.added == 4
+    failed = {f["source"]: f["reason"] for f in summary.failed}
+    assert set(failed) == {"corpus.jsonl:5", "corpus.jsonl:6"}
+    assert "invalid group 'not ok'" in failed["corpus.jsonl:5"]
+    assert "list of group names or a comma-separated string" in failed["corpus.jsonl:6"]
+    by_line = {
+        p["external_id"]: tuple(p[GROUPS_FIELD])
+        for p in edge_payloads(settings.qdrant_dir / "default").values()
+    }
+    assert by_line == {
+        "listed": ("finance", "legal"),
+        "string": ("hr", "legal"),
+        "public": (),
+        "inherits": ("ops",),
+    }
+
+
+@STATE_READS
+async def test_reingest_with_other_groups_moves_every_chunk_at_once_without_embedding(
+    ingest: Ingest,
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    lookup_max: int | None,
+) -> None:
+    docs = tmp_path / "docs"
+    _write_manual(docs)
+    await ingest([docs], groups=["hr"])
+    shard = settings.qdrant_dir / "default"
+    before = edge_snapshot(shard)
+    readers = await _readers_of(settings, embedder, "payroll.md")
+    chunks = readers["all"]
+    assert chunks > 3 and readers == {"hr": chunks, "finance": 0, "none": 0, "all": chunks}
+
+    moved = await ingest([docs], groups=["finance"], state_lookup_max_files=lookup_max)
+    assert (moved.added, moved.updated, moved.unchanged, moved.chunks) == (0, 2, 0, 0)
+    assert set().union(*_groups_by_doc(shard).values()) == {("finance",)}
+    assert edge_snapshot(shard) == before  # the same chunks, texts and hashes: not rewritten
+    readers = await _readers_of(settings, embedder, "payroll.md")
+    assert readers == {"hr": 0, "finance": chunks, "none": 0, "all": chunks}
+
+    public = await ingest([docs], state_lookup_max_files=lookup_max)
+    assert (public.updated, public.chunks) == (2, 0)
+    readers = await _readers_of(settings, embedder, "payroll.md")
+    assert readers == {"hr": chunks, "finance": chunks, "none": chunks, "all": chunks}
+
+
+@STATE_READS
+async def test_reingest_with_the_same_groups_writes_nothing(
+    ingest: Ingest, settings: Settings, tmp_path: Path, lookup_max: int | None
+) -> None:
+    docs = tmp_path / "docs"
+    _write_manual(docs)
+    await ingest([docs], groups=["finance", "hr"])
+    stored = edge_payloads(settings.qdrant_dir / "default")
+    again = await ingest([docs], groups=["hr", "finance"], state_lookup_max_files=lookup_max)
+    assert (again.added, again.updated, again.unchanged, again.chunks) == (0, 0, 2, 0)
+    assert edge_payloads(settings.qdrant_dir / "default") == stored  # ingested_at included
+
+
+async def test_changed_text_and_groups_replace_the_document_under_its_new_groups(
+    ingest: Ingest, settings: Settings, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    _write_manual(docs)
+    await ingest([docs], groups=["hr"])
+    (docs / "payroll.md").write_text("# Payroll\n\nPayroll runs on the last Friday.")
+    summary = await ingest([docs], groups=["finance"])
+    assert (summary.updated, summary.unchanged) == (2, 0)
+    assert set().union(*_groups_by_doc(settings.qdrant_dir / "default").values()) == {("finance",)}
+
+
+def test_cli_ingest_groups_option_labels_every_chunk(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _write_manual(docs)
+    data = tmp_path / "data"
+    proc = _cli(["ingest", str(docs), "--groups", "hr, finance", "--json"], data)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["added"] == 2
+    stored = edge_payloads(data / "qdrant" / "default")
+    assert {tuple(p[GROUPS_FIELD]) for p in stored.values()} == {("finance", "hr")}
+
+    bad = _cli(["ingest", str(docs), "--groups", "hr,pay roll"], tmp_path / "other")
+    out, err = bad.communicate(timeout=300)
+    assert bad.returncode == 2, (out, err)
+    assert "--groups: invalid group 'pay roll'" in " ".join((out + err).split())
+    assert not (tmp_path / "other" / "qdrant" / "default").exists()

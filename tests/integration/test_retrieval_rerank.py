@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ingest.job import build_pipeline
+from pipelines.access import FULL_ACCESS
 from pipelines.core import open_core
 from pipelines.embedder import SentenceTransformerEmbedder
 from pipelines.errors import ConfigError
@@ -50,12 +51,12 @@ async def test_reranker_reorders_the_candidates_by_its_own_scores(
     query = "How hot is the surface of Venus?"
     async with open_core(make_settings(retrieval={"dedupe": False}), embedder=embedder) as core:
         await ingest_samples(core)
-        candidates = await core.retrieval.search(query, "default", k=4)
+        candidates = await core.retrieval.search(query, "default", k=4, access=FULL_ACCESS)
     reranking = {"dedupe": False, "rerank_model": str(cross_encoder_dir), "rerank_candidates": 4}
     async with open_core(make_settings(retrieval=reranking), embedder=embedder) as core:
         reranker = core.retrieval.reranker
         assert reranker is not None
-        hits = await core.retrieval.search(query, "default", k=3)
+        hits = await core.retrieval.search(query, "default", k=3, access=FULL_ACCESS)
     expected = sorted(
         zip(reranker.score(query, [h.text for h in candidates]), candidates, strict=True),
         key=lambda pair: pair[0],
@@ -76,7 +77,7 @@ async def test_duplicate_documents_are_returned_once(
     query = "storm on Jupiter"
     async with open_core(make_settings(), embedder=embedder) as core:
         await build_pipeline(core).run([docs], "dups")
-        kept = await core.retrieval.search(query, "dups", k=2)
+        kept = await core.retrieval.search(query, "dups", k=2, access=FULL_ACCESS)
     async with open_core(make_settings(retrieval={"dedupe": False}), embedder=embedder) as raw:
-        assert len(await raw.retrieval.search(query, "dups", k=2)) == 2
+        assert len(await raw.retrieval.search(query, "dups", k=2, access=FULL_ACCESS)) == 2
     assert len(kept) == 1

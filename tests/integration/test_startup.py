@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 import pytest
 
 from app.services import Services, build_services
+from pipelines.access import FULL_ACCESS
 from pipelines.settings import Settings
 
 
@@ -19,7 +20,9 @@ async def test_the_service_runs_one_search_before_serving(
     caplog.set_level(logging.INFO, logger="app.services")
     async with AsyncExitStack() as stack:
         built = await build_services(settings, stack, start_generator=False)
-        hits = await built.retrieval.search("French press grind", "default", k=1)
+        hits = await built.retrieval.search(
+            "French press grind", "default", k=1, access=FULL_ACCESS
+        )
     assert "warm-up search on 'default' in" in caplog.text
     assert hits
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.access import FULL_ACCESS
 from pipelines.ports import VectorStore
 from pipelines.ranking import HybridParams
 from pipelines.types import Hit
@@ -42,6 +43,7 @@ async def test_both_adapters_fuse_hybrid_results_identically(tmp_path: Path, fus
                 sparse=CONTRACT_BM25.encode_query("apple steam engines"),
                 k=4,
                 mode="hybrid",
+                access=FULL_ACCESS,
             )
             results.append(_ranked(hits))
             assert all(h.payload["text"] for h in hits)
@@ -55,6 +57,7 @@ async def test_both_adapters_fuse_hybrid_results_identically(tmp_path: Path, fus
                 sparse=CONTRACT_BM25.encode_query("apple steam engines"),
                 k=4,
                 mode="hybrid",
+                access=FULL_ACCESS,
             )
             assert _ranked(deferred) == _ranked(hits)
     assert results[0] == results[1]
@@ -73,6 +76,7 @@ async def test_hybrid_applies_filters_inside_both_candidate_queries(
             k=5,
             mode="hybrid",
             filters={"source": ["/src/b.md", "/src/c.md"]},
+            access=FULL_ACCESS,
         )
         assert {h.payload["doc_id"] for h in hits} == {"d2", "d3"}
 
@@ -88,6 +92,7 @@ async def test_hybrid_with_no_known_query_term_falls_back_to_dense(
             sparse=CONTRACT_BM25.encode_query("the of and"),  # stopwords only: no sparse query
             k=1,
             mode="hybrid",
+            access=FULL_ACCESS,
         )
         assert hits[0].payload["doc_id"] == "d3"
 
@@ -99,9 +104,11 @@ async def test_mmr_skips_a_near_copy_of_the_best_hit(tmp_path: Path, kind: str) 
         _seeded(kind, tmp_path / "mmr", HybridParams(mmr_diversity=0.5)) as diverse,
     ):
         q = [1.0, 0.0, 0.3, 0.0]  # d1's two chunks first, then d3
-        top = await plain.search("c", dense=q, sparse=None, k=2, mode="dense")
+        top = await plain.search("c", dense=q, sparse=None, k=2, mode="dense", access=FULL_ACCESS)
         assert [h.payload["doc_id"] for h in top] == ["d1", "d1"]
-        mixed = await diverse.search("c", dense=q, sparse=None, k=2, mode="dense")
+        mixed = await diverse.search(
+            "c", dense=q, sparse=None, k=2, mode="dense", access=FULL_ACCESS
+        )
         assert mixed[0].chunk_id == top[0].chunk_id
         assert mixed[1].payload["doc_id"] == "d3"
 
@@ -115,4 +122,4 @@ async def test_drop_collection_removes_it_and_tolerates_a_missing_one(
         assert await store.list_collections() == []
         await store.drop_collection("c")
         await store.ensure_collection("c", create=True)
-        assert (await store.stats("c")).chunks == 0
+        assert (await store.stats("c", access=FULL_ACCESS)).chunks == 0

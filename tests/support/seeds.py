@@ -3,13 +3,15 @@ hand-made collection the store contract tests run on both backends."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from qdrant_client import AsyncQdrantClient
 
 from ingest.job import build_pipeline
 from ingest.pipeline import IngestSummary
+from pipelines.access import GROUPS_FIELD
 from pipelines.core import Core
 from pipelines.identity import chunk_point_id
 from pipelines.ports import VectorStore
@@ -55,8 +57,11 @@ def contract_point(
     h: str = "h1",
     source: str = "/src/a.txt",
     page: int | None = None,
+    groups: tuple[str, ...] = (),
+    legacy: bool = False,
 ) -> EmbeddedChunk:
-    chunk = Chunk(
+    """`legacy`: a chunk as stored before access lists (no GROUPS_FIELD in its payload)."""
+    chunk = (LegacyChunk if legacy else Chunk)(
         chunk_id=chunk_point_id(doc, i),
         doc_id=doc,
         collection="c",
@@ -69,8 +74,19 @@ def contract_point(
         char_end=len(text),
         content_hash=h,
         page=page,
+        groups=groups,
     )
     return EmbeddedChunk(chunk, vec, CONTRACT_BM25.encode_documents([text])[0])
+
+
+@dataclass(frozen=True)
+class LegacyChunk(Chunk):
+    """A chunk written by a version without access lists: its payload has no groups."""
+
+    def payload(self) -> dict[str, Any]:
+        payload = Chunk.payload(self)
+        del payload[GROUPS_FIELD]
+        return payload
 
 
 async def seed_contract(store: VectorStore) -> None:
@@ -88,4 +104,30 @@ async def seed_contract(store: VectorStore) -> None:
             ),
         ],
     )
+    await store.commit("c")
+
+
+# The access-list collection: each document's id says who may read it.
+ACL_DOCS: dict[str, tuple[str, ...]] = {
+    "public": (),
+    "hr": ("hr",),
+    "finance": ("finance",),
+    "hr-finance": ("finance", "hr"),
+}
+LEGACY_DOC = "legacy"  # stored before access lists: public
+
+
+async def seed_acl(store: VectorStore) -> None:
+    """Collection "c": a document per access list (two chunks each), and a legacy one; every
+    chunk mentions the "payroll report" (sparse) and leans on the same dense direction."""
+    points = []
+    for n, (doc, groups) in enumerate([*ACL_DOCS.items(), (LEGACY_DOC, ())]):
+        for i in range(2):
+            vec = [1.0, 0.1 * n, 0.1 * i, 0.0]
+            text = f"payroll report {doc} part {i}"
+            points.append(
+                contract_point(doc, i, 2, vec, text, groups=groups, legacy=doc == LEGACY_DOC)
+            )
+    await store.ensure_collection("c", create=True)
+    await store.upsert("c", points)
     await store.commit("c")

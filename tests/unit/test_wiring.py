@@ -10,6 +10,7 @@ from pipelines.core import build_core
 from pipelines.settings import Settings
 from pipelines.sparse import QdrantBm25Encoder
 from pipelines.stores.edge import EdgeStore, edge_request
+from pipelines.stores.terms import Selection
 from tests.support.fakes import ShapeOnlyEmbedder
 
 
@@ -64,7 +65,9 @@ async def test_qdrant_storage_settings_reach_the_created_shard(
     assert (quantization or {}).get("scalar", {}).get("type") == expected
     assert config["payload_memory"] == payload
     query = [1.0, 0.0, 0.0, 0.0]
-    search = edge_request(store.nearest(query, limit=10, k=10, filters=None, candidates=False))
+    search = edge_request(
+        store.nearest(query, limit=10, k=10, filters=Selection(), candidates=False)
+    )
     assert search.params is not None and search.params.hnsw_ef == 99
 
 
@@ -80,8 +83,12 @@ def test_fusion_candidates_rescore_only_when_configured(
     store = build_store(settings, dim=4, embedding_model="m")
     assert isinstance(store, EdgeStore)
     query = [1.0, 0.0, 0.0, 0.0]
-    fused = edge_request(store.nearest(query, limit=200, k=20, filters=None, candidates=True))
-    final = edge_request(store.nearest(query, limit=10, k=10, filters=None, candidates=False))
+    fused = edge_request(
+        store.nearest(query, limit=200, k=20, filters=Selection(), candidates=True)
+    )
+    final = edge_request(
+        store.nearest(query, limit=10, k=10, filters=Selection(), candidates=False)
+    )
     assert fused.params is not None and final.params is not None
     assert fused.params.quantization.rescore is rescore
     assert final.params.quantization.rescore is True  # a plain search's k always are
