@@ -48,7 +48,7 @@ def start_command(verbose: bool = False) -> None:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error; the caller raises what this returns (exit status 2: nothing was done)."""
-    console.print(f"[bold red]error[/]: {message}")
+    console.print(f"[bold red]error[/]: {message}", soft_wrap=True)  # one line, whatever the width
     return typer.Exit(code)
 
 

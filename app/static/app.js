@@ -74,11 +74,12 @@
     return Number.isNaN(at) ? null : Math.max(1, Math.ceil((at - Date.now()) / 1000));
   }
 
+  /** The local clock time a wait ends ("at 14:05:09"): a 429 can say "retry in 60 s"
+   * itself, and a long wait (the day's tokens) reads better as a time. */
   function whenToRetry(seconds) {
-    if (seconds < 90) return `in ${seconds} second${seconds === 1 ? "" : "s"}`;
-    if (seconds < 90 * 60) return `in ${Math.round(seconds / 60)} minutes`;
     const at = new Date(Date.now() + seconds * 1000);
-    return `at ${at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+    const hms = [at.getHours(), at.getMinutes(), at.getSeconds()];
+    return `at ${hms.map((n) => String(n).padStart(2, "0")).join(":")}`;
   }
 
   /** The server's message from its error envelope; `retryAfter` (seconds) says when to retry. */

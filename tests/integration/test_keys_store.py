@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from pipelines.access import Access
-from pipelines.errors import InvalidInput, Unauthorized
+from pipelines.errors import ConfigError, DependencyUnavailable, InvalidInput, Unauthorized
 from pipelines.keys import ApiKey, KeyNotFound, KeyStore
 from pipelines.keys.records import hash_token
 from tests.support.postgres import dump_text, fresh_database, postgres_server
+from tests.support.sockets import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -307,3 +308,17 @@ def test_writers_and_readers_in_threads_do_not_trip_over_each_other(url: str) ->
     finally:
         server.close()
         cli.close()
+
+
+def test_unreachable_database_is_unavailable_without_showing_the_password() -> None:
+    closed = free_port()
+    with pytest.raises(DependencyUnavailable) as caught:
+        KeyStore.open(f"postgresql://rag:s3cret-pw@127.0.0.1:{closed}/keys")
+    assert caught.value.status == 503
+    assert "s3cret-pw" not in caught.value.message
+    assert f"127.0.0.1:{closed}" in caught.value.message
+
+
+def test_a_url_that_is_no_database_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="RAG_DATABASE__URL"):
+        KeyStore.open("not a url")
