@@ -53,6 +53,8 @@
   let me = null;
   /** True when the key may read no collection: asking is pointless until another key. */
   let noAccess = false;
+  /** False until the collections are listed: a question asked before would go to "default". */
+  let listed = false;
 
   // ---------------------------------------------------------------- errors
 
@@ -174,6 +176,9 @@
     showNotice("");
     showAccessNote("");
     placeholder("enter an API key");
+    noAccess = false;
+    listed = false;
+    setBusy(false);
     askForKey("");
   }
 
@@ -216,6 +221,8 @@
   /** The collections the key may read (the server lists only those). */
   async function loadCollections() {
     let rows;
+    listed = false;
+    setBusy(Boolean(inFlight));
     try {
       const res = await api("/v1/collections", { headers: { Accept: "application/json" } });
       if (res.status === 401) {
@@ -228,6 +235,9 @@
       els.collection.replaceChildren(new Option("default", "default"));
       showError(`Could not list collections: ${e.message}`);
       return;
+    } finally {
+      listed = true;
+      setBusy(Boolean(inFlight));
     }
     els.collection.replaceChildren();
     for (const c of rows) {
@@ -568,7 +578,7 @@
   }
 
   function setBusy(busy) {
-    els.ask.disabled = busy || noAccess;
+    els.ask.disabled = busy || noAccess || !listed;
     els.question.disabled = noAccess;
     els.stop.disabled = !busy;
     els.collection.disabled = busy;
@@ -659,6 +669,7 @@
   els.collection.addEventListener("change", () => els.newChat.click());
   els.signOut.addEventListener("click", forgetKey);
 
+  setBusy(false); // Ask waits for the collections
   loadSession();
   els.question.focus();
 })();

@@ -33,6 +33,8 @@ KEYS: dict[str, tuple[str, list[str], int | None]] = {
     "alpha_slow": ("read", ["alpha"], 3),
 }
 KEY_LABEL = "This server needs an API key:"
+# How many pixels the page is wider than the window (a phone would scroll sideways).
+OVERFLOW = "document.documentElement.scrollWidth - window.innerWidth"
 GRINDER = b"# Grinder\n\nClean the alpha burr grinder weekly.\n"
 
 
@@ -285,12 +287,17 @@ def test_signed_in_page_fits_a_phone_screen(
 ) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto("/")
+    sign_in(page, "rag_000000000000_not-a-real-secret")
+    expect(page.locator("#key-reason")).to_be_visible()
+    expect(page.get_by_role("button", name="Use key")).to_be_in_viewport()
+    assert page.evaluate(OVERFLOW) <= 0, "the key prompt is wider than the screen"
+    page.screenshot(path=tmp_path / "phone-key.png")
     sign_in(page, live_server.tokens["alpha_write"])
     expect(page.locator("#session-name")).to_have_text("alpha_write")
     expect(page.get_by_label("Collection")).to_have_value("alpha")
     expect(page.get_by_text("Upload…")).to_be_visible()
     for name in ("Sign out", "New chat", "Ask"):
         expect(page.get_by_role("button", name=name, exact=True)).to_be_in_viewport()
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    overflow = page.evaluate(OVERFLOW)
     assert overflow <= 0, f"the page is {overflow}px wider than the screen"
     page.screenshot(path=tmp_path / "phone.png", full_page=True)

@@ -17,6 +17,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hypothesis_settings
+from pydantic import SecretStr
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -37,6 +38,7 @@ EXAMPLES_PER_OPERATION = int(os.environ.get("RAG_FUZZ_EXAMPLES", "25"))
 # HTTP framing belongs to the HTTP server: uvicorn answers a malformed `transfer-encoding`
 # with its own plain-text 400 before any application code runs. Generated cases keep their
 # other headers (unknown ones included) but never these.
+ADMIN_KEY = "fuzz-bootstrap-admin-key"
 FRAMING_HEADERS = {"transfer-encoding", "content-length", "connection", "host", "expect", "te"}
 CHECKS = [
     not_a_server_error,
@@ -51,6 +53,9 @@ def fuzzed_server(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder
 ) -> Iterator[ThreadedLiveServer]:
     settings = Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("fuzz") / "data")  # type: ignore[call-arg]
+    # Every case is sent with the bootstrap admin key, so the keys a case creates (POST
+    # /v1/keys) do not turn the rest of the run into 401s.
+    settings.server.api_key = SecretStr(ADMIN_KEY)
     server = ThreadedLiveServer(settings, embedder, ScriptedGenerator())
     server.start()
     yield server
@@ -74,6 +79,10 @@ schema = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None)).ope
 def test_no_operation_answers_5xx_or_off_schema(
     case: schemathesis.Case, fuzzed_server: ThreadedLiveServer
 ) -> None:
-    if case.headers:
-        case.headers = {k: v for k, v in case.headers.items() if k.lower() not in FRAMING_HEADERS}
+    headers = {
+        k: v
+        for k, v in (case.headers or {}).items()
+        if k.lower() not in FRAMING_HEADERS and k.lower() != "authorization"
+    }
+    case.headers = {**headers, "Authorization": f"Bearer {ADMIN_KEY}"}
     case.call_and_validate(base_url=fuzzed_server.url, checks=CHECKS, timeout=60)

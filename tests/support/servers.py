@@ -7,7 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 import uvicorn
@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.routes import ui
-from app.services import Services
+from app.services import Services, open_keys
 from pipelines.core import build_core
 from pipelines.ports import Embedder, Generator
 from pipelines.settings import Settings
@@ -70,6 +70,7 @@ class ThreadedLiveServer:
         self.server: uvicorn.Server | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self.run, name="live-uvicorn", daemon=True)
+        self._stack = AsyncExitStack()
 
     def run(self) -> None:
         try:
@@ -81,7 +82,8 @@ class ThreadedLiveServer:
         core = build_core(self.settings, embedder=self.embedder)
         try:
             await ingest_samples(core)
-            services = Services(core=core)
+            keys, quotas = await open_keys(self.settings, self._stack)
+            services = Services(core=core, keys=keys, quotas=quotas)
             services.set_generator(self.generator)
             app = create_app(self.settings, services=services)
             if not any(getattr(r, "path", None) == "/" for r in app.routes):
@@ -92,6 +94,7 @@ class ThreadedLiveServer:
             self.server = uvicorn.Server(config)
             await self.server.serve(sockets=[self.sock])
         finally:
+            await self._stack.aclose()
             await core.close()
 
     def start(self) -> None:
