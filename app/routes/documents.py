@@ -30,7 +30,7 @@ from app.schemas import (
 )
 from app.services import Services
 from ingest.loaders import SUPPORTED
-from pipelines.access import FULL_ACCESS, Access
+from pipelines.access import FULL_ACCESS, Access, parse_groups
 from pipelines.errors import (
     DocumentNotFound,
     Forbidden,
@@ -155,7 +155,7 @@ async def upload_documents(
 ) -> UploadResult:
     check_collection_name(collection)
     access = caller.write(collection)
-    run_groups = [g.strip() for g in groups.split(",") if g.strip()]
+    run_groups = list(parse_groups(groups))  # 422 naming a bad group, before anything is read
     names = _check_uploads(files, services.settings.server.max_upload_mb)
     async with services.ingest_lock:
         await _check_groups(services, collection, access, run_groups, names)

@@ -84,12 +84,14 @@
     return `at ${hms.map((n) => String(n).padStart(2, "0")).join(":")}`;
   }
 
+  const sentence = (text) => (/[.!?]$/.test(text) ? text : `${text}.`);
+
   /** The server's message from its error envelope; `retryAfter` (seconds) says when to retry. */
   function describeError(err, fallback, retryAfter = null) {
     const retryAt = retryAfter === null ? "" : ` Try again ${whenToRetry(retryAfter)}.`;
     if (err && typeof err === "object" && err.message) {
       const rid = err.request_id ? ` (request ${err.request_id})` : "";
-      const text = /[.!?]$/.test(err.message) ? err.message : `${err.message}.`;
+      const text = sentence(err.message);
       const retry = retryAt || (err.retryable ? " Please try again." : "");
       return `${text}${retry}${rid}`;
     }
@@ -116,7 +118,7 @@
       if (key) localStorage.removeItem(KEY_STORE); // a wrong, revoked or expired key
       const body = await res.clone().json().catch(() => null);
       const why = body && body.error && body.error.message;
-      askForKey(key && why ? `The key was refused: ${why}.` : "");
+      askForKey(key && why ? `The key was refused: ${sentence(why)}` : "");
     }
     return res;
   }

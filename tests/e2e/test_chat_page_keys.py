@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Response, expect
 
 from app.main import create_app
 from app.services import Services, open_keys
@@ -101,6 +101,13 @@ def expect_collections(page: Page, options: list[str]) -> None:
     expect(page.locator("#collection option")).to_have_text(options)
 
 
+def sent_key(response: Response, path: str) -> str | None:
+    """The key a request to `path` carried (None for another path, "" for no key)."""
+    if not response.url.endswith(path):
+        return None
+    return response.request.headers.get("authorization", "").removeprefix("Bearer ")
+
+
 def ask(page: Page, question: str) -> Locator:
     turns = page.locator("article.turn")
     before = turns.count()
@@ -171,17 +178,24 @@ def test_write_key_sees_upload_and_uploads_into_its_collection(
 def test_wrong_key_gets_the_key_prompt_again_with_the_reason(
     page: Page, live_server: KeyedLiveServer
 ) -> None:
+    token = live_server.tokens["alpha_read"]
+    typo = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     page.goto("/")
-    sign_in(page, "rag_000000000000_not-a-real-secret")
-    expect(page.locator("#key-form")).to_be_visible()
-    expect(page.locator("#key-reason")).to_contain_text("The key was refused:")
-    expect(page.locator("#session")).to_be_hidden()
-    expect(page.get_by_text("Upload…")).to_be_hidden()
-    assert page.evaluate("localStorage.getItem('ragserve.apiKey')") is None
+    reason = page.locator("#key-reason")
+    for wrong in (typo, "not-a-key"):  # its id but not its secret; not even shaped like one
+        with page.expect_response(lambda r, w=wrong: sent_key(r, "/v1/me") == w) as answered:
+            sign_in(page, wrong)
+        assert answered.value.status == 401
+        expect(page.locator("#key-form")).to_be_visible()
+        message = answered.value.json()["error"]["message"].rstrip(".")
+        expect(reason).to_have_text(f"The key was refused: {message}.")
+        expect(page.locator("#session")).to_be_hidden()
+        expect(page.get_by_text("Upload…")).to_be_hidden()
+        assert page.evaluate("localStorage.getItem('ragserve.apiKey')") is None
 
-    sign_in(page, live_server.tokens["alpha_read"])  # the right one after all
+    sign_in(page, token)  # the right one after all
     expect(page.locator("#session-name")).to_have_text("alpha_read")
-    expect(page.locator("#key-reason")).to_be_hidden()
+    expect(reason).to_be_hidden()
 
 
 def test_sign_out_forgets_the_key_and_the_conversation(
