@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from app.deps import ServicesDep
 from app.errors import error_responses
-from app.principal import CallerDep
+from app.principal import Caller, CallerDep
 from app.schemas.keys import KeyCreate, KeyCreated, KeyList, KeyOut, Me
 from app.services import Services
 from pipelines.access import role_at_least
@@ -20,7 +20,9 @@ router = APIRouter(tags=["keys"])
 _ADMIN_ERRORS = error_responses(403, e403="The key is not an admin key")
 
 
-def _keys(services: Services) -> KeyStore:
+def _admin_keys(caller: Caller, services: Services) -> KeyStore:
+    """The key database, for an admin caller only (403 otherwise)."""
+    caller.require("admin")
     if services.keys is None:
         raise DependencyUnavailable("this service runs without a key database")
     return services.keys
@@ -34,8 +36,7 @@ def _keys(services: Services) -> KeyStore:
     summary="Create an API key (admin); the key is in the answer, once",
 )
 async def create_key(body: KeyCreate, caller: CallerDep, services: ServicesDep) -> KeyCreated:
-    caller.require("admin")
-    keys = _keys(services)
+    keys = _admin_keys(caller, services)
 
     def create() -> tuple[KeyOut, str]:
         record, token = keys.create(
@@ -65,8 +66,7 @@ async def list_keys(
     services: ServicesDep,
     include_revoked: Annotated[bool, Query(description="Also revoked keys")] = False,
 ) -> KeyList:
-    caller.require("admin")
-    keys = _keys(services)
+    keys = _admin_keys(caller, services)
     rows = await anyio.to_thread.run_sync(lambda: keys.list(include_revoked=include_revoked))
     return KeyList(keys=[KeyOut.of(k) for k in rows])
 
@@ -78,8 +78,7 @@ async def list_keys(
     summary="One API key (admin)",
 )
 async def get_key(key_id: str, caller: CallerDep, services: ServicesDep) -> KeyOut:
-    caller.require("admin")
-    keys = _keys(services)
+    keys = _admin_keys(caller, services)
     return KeyOut.of(await anyio.to_thread.run_sync(keys.get, key_id))
 
 
@@ -90,8 +89,7 @@ async def get_key(key_id: str, caller: CallerDep, services: ServicesDep) -> KeyO
     summary="Revoke an API key (admin): refused from the next request on",
 )
 async def revoke_key(key_id: str, caller: CallerDep, services: ServicesDep) -> KeyOut:
-    caller.require("admin")
-    keys = _keys(services)
+    keys = _admin_keys(caller, services)
     return KeyOut.of(await anyio.to_thread.run_sync(keys.revoke, key_id))
 
 
