@@ -3,7 +3,9 @@ SQLAlchemy 2, its schema kept by the Alembic migrations beside it."""
 
 from __future__ import annotations
 
+import errno
 import hmac
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ from pipelines.keys.records import (
     token_id,
 )
 from pipelines.keys.schema import ApiKeyRow
+from pipelines.stores.faults import reason_of
 
 MIGRATIONS: Final = Path(__file__).resolve().parent / "migrations"
 # last_used_at is a hint for people, not an audit trail: one write a minute per key at most.
@@ -295,6 +298,14 @@ def _make_parent(path: Path) -> None:
         raise StorageUnavailable(
             "create the key database's directory", str(path.parent), exc.strerror or str(exc)
         ) from exc
+    # SQLite in WAL mode writes beside the file (-wal, -shm) even to read: a read-only data
+    # dir is said as such here, not as SQLite's "unable to open database file".
+    for where in (path.parent, path):
+        if where.exists() and not os.access(where, os.W_OK):
+            denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            raise StorageUnavailable(
+                "open the key database", str(path), reason_of(denied) or "permission denied"
+            )
 
 
 def _sqlite_setup(engine: Engine) -> None:
