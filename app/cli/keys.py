@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -134,15 +136,22 @@ def list_keys(
         out.print("no API keys" + ("" if show_all else " (revoked ones: --all)"))
         return
     now = datetime.now(UTC)
-    table = Table(caption="times in UTC")
+    table = Table(
+        caption="times in UTC", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
     table.add_column("id", no_wrap=True)
-    for column in ("name", "role", "collections", "groups", "status"):
-        table.add_column(column)
-    for column in ("created", "expires", "last used"):
+    # Fixed widths for the short columns: on a narrow terminal rich would shrink them away.
+    table.add_column("name", min_width=8, overflow="fold")
+    table.add_column("role", width=5, no_wrap=True)
+    table.add_column("collections", min_width=11, overflow="fold")
+    table.add_column("groups", min_width=6, overflow="fold")
+    table.add_column("status", width=7, no_wrap=True)
+    for column in ("expires", "last used"):
         table.add_column(column, no_wrap=True)
     for key in keys:
         table.add_row(*_row(key, now))
-    out.print(table)
+    # Piped or redirected there is no terminal to fit: the table whole (created: --json).
+    (out if out.is_terminal else Console(width=200)).print(table)
 
 
 @keys_app.command()
@@ -196,7 +205,6 @@ def _row(key: ApiKey, now: datetime) -> list[str]:
         ",".join(key.collections),
         ",".join(key.groups) or "-",
         f"[{style}]{status}[/]",
-        _when(key.created_at),
         _when(key.expires_at) if key.expires_at else "never",
         _when(key.last_used_at) if key.last_used_at else "never",
     ]
