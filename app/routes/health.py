@@ -25,7 +25,10 @@ generator (bounded to 2 s) on every call.
   `unreachable` (its probe failed or timed out) or `failed` (it did not start); answers fail
   with 503 and `details.generator_error` says why. Search is the baseline service, so a
   degraded replica stays in rotation.
-* `status: "not_ready"` (503): the store is unreachable."""
+* `status: "not_ready"` (503): the store is unreachable.
+
+`details.limits` appears when the Redis that replicas share per-key limits through is
+unreachable: each replica then enforces the limits on its own counters (status unchanged)."""
 
 
 @router.get(
@@ -45,6 +48,9 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     }
     if reason:
         details["generator_error"] = reason
+    if services.quotas is not None and not await services.quotas.healthy():
+        # Shared limits' Redis is away: each replica counts on its own until it is back.
+        details["limits"] = "local (Redis unreachable)"
     # Search is the baseline service: ready once the store answers, even while the LLM warms up.
     if not store_ok:
         status = "not_ready"
