@@ -12,13 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import Locator, Page, Response, expect
+from playwright.sync_api import Page, Response, expect
 
 from app.main import create_app
 from app.services import Services, open_keys
 from pipelines.core import build_core
 from pipelines.embedder import SentenceTransformerEmbedder
 from pipelines.settings import Settings
+from tests.e2e.test_chat_page import ask
 from tests.support.fakes import ScriptedGenerator
 from tests.support.servers import ThreadedLiveServer
 from tests.support.tenancy import CODEWORDS, DOCS, auth, write_collection
@@ -106,15 +107,6 @@ def sent_key(response: Response, path: str) -> str | None:
     if not response.url.endswith(path):
         return None
     return response.request.headers.get("authorization", "").removeprefix("Bearer ")
-
-
-def ask(page: Page, question: str) -> Locator:
-    turns = page.locator("article.turn")
-    before = turns.count()
-    page.get_by_label("Your question").fill(question)
-    page.get_by_role("button", name="Ask", exact=True).click()
-    expect(turns).to_have_count(before + 1)
-    return turns.nth(before)
 
 
 def test_read_key_sees_its_name_its_collection_only_and_no_upload(
