@@ -32,17 +32,20 @@ def serve(
     settings = Settings()
     logging.getLogger().setLevel(logging.INFO)
     bind = host or settings.server.host
-    try:
-        keys = KeyStore.open(settings.database_url)
+    # Only a start that would be open off loopback needs to ask the key database (the
+    # services open it anyway): the usual start opens it once.
+    if exposure_problem(settings, bind, has_keys=False) is not None:
         try:
-            has_keys = keys.has_keys()
-        finally:
-            keys.close()
-    except RagError as exc:
-        raise fail(exc.message) from exc
-    problem = exposure_problem(settings, bind, has_keys)
-    if problem is not None:
-        raise fail(problem)
+            keys = KeyStore.open(settings.database_url)
+            try:
+                has_keys = keys.has_keys()
+            finally:
+                keys.close()
+        except RagError as exc:
+            raise fail(exc.message) from exc
+        problem = exposure_problem(settings, bind, has_keys)
+        if problem is not None:
+            raise fail(problem)
     config = uvicorn.Config(
         "app.main:create_app",  # replaced in main() by the app over the services built there
         host=bind,
