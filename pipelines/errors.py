@@ -147,3 +147,23 @@ class RateLimited(RagError):
 
     def response_headers(self) -> dict[str, str] | None:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class Overloaded(RateLimited):
+    """Every generation place is taken and the queue is full: come back after Retry-After
+    (estimated from how fast the queue drains)."""
+
+    code = "overloaded"
+
+
+class QueueTimeout(DependencyUnavailable):
+    """A request waited for a generation place past RAG_LLM__QUEUE_TIMEOUT_S."""
+
+    code = "queue_timeout"
+
+    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+    def response_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after_s)}

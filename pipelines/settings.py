@@ -65,6 +65,12 @@ class EmbeddingSettings(BaseModel):
     # ONNX Runtime; "openvino" runs the same export with OpenVINO (bf16 on AMX CPUs).
     backend: EmbeddingBackend = "auto"
     threads: int | None = Field(default=None, ge=1)  # None: every core this process may use
+    # Query embeddings (and reranker calls) of concurrent requests share one model call
+    # (adaptive micro-batching, BentoML's idea): a lone query runs at once; queries that
+    # arrive while a call runs go together in the next, up to `query_batch_max` of them.
+    # `query_batch_wait_ms` > 0 also holds a call that long for company. 1 = off.
+    query_batch_max: int = Field(default=64, ge=1)
+    query_batch_wait_ms: float = Field(default=0.0, ge=0, le=1000)
     cache_dir: Path | None = None  # where ONNX exports live; None: <data_dir>/models/embeddings
 
 
@@ -93,7 +99,16 @@ class LLMSettings(BaseModel):
     max_model_len: int = Field(default=2048, ge=256)
     max_tokens: int = Field(default=256, ge=1)
     temperature: float = Field(default=0.2, ge=0, le=2)
+    # One generation's deadline (also an upstream's read timeout): past it a stream ends with
+    # an `error` event, a JSON answer with 504.
     timeout_s: float = Field(default=120.0, gt=0)
+    # Admission control: at most `max_concurrent` generations run (None: what the engine
+    # batches well: the in-process engine's max_num_seqs; 64 for a server upstream), at most
+    # `max_queue` wait for a place; beyond, 429 with Retry-After from the queue's drain rate.
+    # One that waits past `queue_timeout_s` gets 503 (retryable).
+    max_concurrent: int | None = Field(default=None, ge=1)
+    max_queue: int = Field(default=256, ge=0)
+    queue_timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     retries: int = Field(default=2, ge=0)
     enforce_eager: bool = True
@@ -150,6 +165,12 @@ class ServerSettings(BaseModel):
     # with none, the service runs open on a loopback address and refuses to start on any
     # other. "on": a key always. "off": open on purpose, wherever it listens.
     auth: Literal["auto", "on", "off"] = "auto"
+    # A stream whose client leaves keeps generating this long for a reconnect carrying
+    # `Last-Event-ID` (the same request again): the client gets the rest of the same answer.
+    # Nobody back in time: generation is aborted. 0: abort at once.
+    stream_resume_s: float = Field(default=15.0, ge=0, le=600)
+    # SSE keep-alive comment interval.
+    sse_ping_s: float = Field(default=15.0, gt=0, le=300)
 
     @field_validator("api_key", mode="before")
     @classmethod
