@@ -47,6 +47,7 @@ def build_core(settings: Settings, *, embedder: Embedder | None = None) -> Core:
         embedder,
         sparse,
         reranker=build_reranker(settings.retrieval, device=settings.embedding.device),
+        batching=settings.embedding,
     )
     return Core(
         settings=settings, embedder=embedder, store=store, sparse=sparse, retrieval=retrieval

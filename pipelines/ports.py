@@ -55,6 +55,10 @@ class Reranker(Protocol):
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]: ...
 
+    def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """`score` for several queries in one model call (concurrent requests' reranks)."""
+        ...
+
 
 class VectorStore(Protocol):
     """Collections of chunks with dense + sparse vectors, payload filters and doc-level ops.

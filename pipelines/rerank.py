@@ -40,16 +40,28 @@ class CrossEncoderReranker:
         return self._name
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
-        if not texts:
-            return []
+        return self.score_batch([(query, texts)])[0]
+
+    def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """All requests' (query, text) pairs in one `predict` (its own `batch_size` still cuts
+        the runs), split back per request: concurrent reranks cost one model call."""
+        pairs = [(query, text) for query, texts in requests for text in texts]
+        if not pairs:
+            return [[] for _ in requests]
         with self._lock:
             scores = self._model.predict(
-                [(query, t) for t in texts],
+                pairs,
                 batch_size=self._batch_size,
                 show_progress_bar=False,
                 convert_to_numpy=True,
             )
-        return [float(s) for s in scores]
+        flat = [float(s) for s in scores]
+        out: list[list[float]] = []
+        start = 0
+        for _, texts in requests:
+            out.append(flat[start : start + len(texts)])
+            start += len(texts)
+        return out
 
 
 def build_reranker(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -16,12 +17,14 @@ from pydantic import ConfigDict
 
 from pipelines.access import Access
 from pipelines.errors import InvalidInput
+from pipelines.microbatch import BatchStats, MicroBatcher
 from pipelines.ports import Embedder, Reranker, SparseEncoder, VectorStore
 from pipelines.ranking import dedupe_hits
-from pipelines.settings import RetrievalSettings
+from pipelines.settings import EmbeddingSettings, RetrievalSettings
 from pipelines.types import Filters, Hit, SearchMode
 
 _DEFAULTS = RetrievalSettings()
+_BATCHING = EmbeddingSettings()
 
 
 class RetrievalService:
@@ -29,7 +32,9 @@ class RetrievalService:
 
     Candidates come from the store (dense, sparse or fused hybrid, filters inside the vector
     query); an optional cross-encoder reorders the best `rerank_candidates`; near-identical
-    chunks are dropped; the best k are returned.
+    chunks are dropped; the best k are returned. Concurrent searches share their model calls:
+    query embeddings go through one micro-batcher, reranks through another (one model call
+    at a time between them, as each uses every core).
     """
 
     def __init__(
@@ -45,6 +50,8 @@ class RetrievalService:
         rerank_candidates: int = _DEFAULTS.rerank_candidates,
         dedupe: bool = _DEFAULTS.dedupe,
         dedupe_similarity: float = _DEFAULTS.dedupe_similarity,
+        query_batch_max: int = _BATCHING.query_batch_max,
+        query_batch_wait_ms: float = _BATCHING.query_batch_wait_ms,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -56,7 +63,25 @@ class RetrievalService:
         self.rerank_candidates = rerank_candidates
         self.dedupe = dedupe
         self.dedupe_similarity = dedupe_similarity
-        self._limiter = anyio.CapacityLimiter(1)  # one encode at a time: torch uses every core
+        limiter = anyio.CapacityLimiter(1)  # one model call at a time: each uses every core
+        self._queries = MicroBatcher(
+            embedder.embed_queries,
+            max_batch=query_batch_max,
+            max_wait_ms=query_batch_wait_ms,
+            limiter=limiter,
+            name="query embeddings",
+        )
+        self._reranks = (
+            MicroBatcher(
+                reranker.score_batch,
+                max_batch=query_batch_max,
+                max_wait_ms=query_batch_wait_ms,
+                limiter=limiter,
+                name="reranks",
+            )
+            if reranker is not None
+            else None
+        )
 
     @classmethod
     def from_settings(
@@ -66,6 +91,8 @@ class RetrievalService:
         embedder: Embedder,
         sparse: SparseEncoder,
         reranker: Reranker | None = None,
+        *,
+        batching: EmbeddingSettings = _BATCHING,
     ) -> RetrievalService:
         return cls(
             store,
@@ -78,7 +105,19 @@ class RetrievalService:
             rerank_candidates=settings.rerank_candidates,
             dedupe=settings.dedupe,
             dedupe_similarity=settings.dedupe_similarity,
+            query_batch_max=batching.query_batch_max,
+            query_batch_wait_ms=batching.query_batch_wait_ms,
         )
+
+    @property
+    def query_batches(self) -> BatchStats:
+        """Embedder calls made for queries and their sizes."""
+        return self._queries.stats
+
+    @property
+    def rerank_batches(self) -> BatchStats | None:
+        """Reranker calls made and their sizes (in queries); None without a reranker."""
+        return self._reranks.stats if self._reranks is not None else None
 
     async def search(
         self,
@@ -114,23 +153,23 @@ class RetrievalService:
             access=access,
             filters=filters,
         )
-        if self.reranker is not None and hits:
-            hits = await self._rerank(self.reranker, query, hits)
+        if self._reranks is not None and hits:
+            hits = await self._rerank(self._reranks, query, hits)
         if self.dedupe:
             hits = dedupe_hits(hits, self.dedupe_similarity, limit=k)
         return hits[:k]
 
     async def _embed_query(self, query: str) -> list[float]:
-        vectors = await anyio.to_thread.run_sync(
-            self.embedder.embed_queries, [query], limiter=self._limiter
-        )
-        return vectors[0]
+        return await self._queries.submit(query)
 
-    async def _rerank(self, reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
+    async def _rerank(
+        self,
+        reranks: MicroBatcher[tuple[str, Sequence[str]], list[float]],
+        query: str,
+        hits: list[Hit],
+    ) -> list[Hit]:
         head, tail = hits[: self.rerank_candidates], hits[self.rerank_candidates :]
-        scores = await anyio.to_thread.run_sync(
-            reranker.score, query, [h.text for h in head], limiter=self._limiter
-        )
+        scores = await reranks.submit((query, [h.text for h in head]))
         order = sorted(range(len(head)), key=lambda i: scores[i], reverse=True)
         reranked = [
             Hit(score=scores[i], chunk_id=head[i].chunk_id, payload=head[i].payload) for i in order

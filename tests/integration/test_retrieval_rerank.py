@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from pipelines.settings import RetrievalSettings, Settings
 from tests.support.seeds import ingest_samples
 
 pytestmark = pytest.mark.slow
+
+TOPICS = ("Venus", "Jupiter", "the Moon", "comets", "the solar wind", "Mars")
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +67,30 @@ async def test_reranker_reorders_the_candidates_by_its_own_scores(
     )[:3]
     assert [h.chunk_id for h in hits] == [h.chunk_id for _, h in expected]
     assert [h.score for h in hits] == pytest.approx([s for s, _ in expected], abs=1e-5)
+
+
+async def test_concurrent_reranks_share_one_cross_encoder_call_and_score_as_alone(
+    make_settings: Callable[..., Settings],
+    embedder: SentenceTransformerEmbedder,
+    cross_encoder_dir: Path,
+) -> None:
+    queries = [f"{ask} {topic}?" for ask in ("What is", "Tell me about") for topic in TOPICS]
+    async with open_core(make_settings(retrieval={"dedupe": False}), embedder=embedder) as core:
+        await ingest_samples(core)
+        candidates = [
+            await core.retrieval.search(q, "default", k=4, access=FULL_ACCESS) for q in queries
+        ]
+    reranking = {"dedupe": False, "rerank_model": str(cross_encoder_dir), "rerank_candidates": 4}
+    async with open_core(make_settings(retrieval=reranking), embedder=embedder) as core:
+        reranker, stats = core.retrieval.reranker, core.retrieval.rerank_batches
+        assert reranker is not None and stats is not None
+        searches = (core.retrieval.search(q, "default", k=4, access=FULL_ACCESS) for q in queries)
+        results = await asyncio.wait_for(asyncio.gather(*searches), 120)
+    assert stats.items == len(queries) and stats.calls < len(queries)
+    for query, hits, before in zip(queries, results, candidates, strict=True):
+        alone = reranker.score(query, [h.text for h in before])
+        assert sorted(h.score for h in hits) == pytest.approx(sorted(alone), abs=1e-5)
+        assert {h.chunk_id for h in hits} == {h.chunk_id for h in before}
 
 
 async def test_duplicate_documents_are_returned_once(
