@@ -20,7 +20,7 @@ from fastapi.security import HTTPBearer
 from starlette.types import Message, Receive, Scope, Send
 
 from app.asgi import HttpMiddleware
-from app.errors import envelope, request_id
+from app.errors import envelope, error_headers, request_id
 from app.principal import Principal
 from pipelines.errors import RagError
 
@@ -93,7 +93,7 @@ class ApiKeyAuth(HttpMiddleware):
     async def _refuse(
         refusal: RagError, request: Request, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        headers = dict(refusal.response_headers() or {})
+        headers = dict(error_headers(refusal) or {})
         if request.headers.get("content-length", "0") != "0" or (
             "transfer-encoding" in request.headers
         ):

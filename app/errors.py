@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.asgi import HttpMiddleware
 from app.schemas import ErrorDetail, ErrorEnvelope
-from pipelines.errors import RagError
+from pipelines.errors import RagError, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,26 @@ def request_id(request: Request) -> str:
 
 
 def envelope(exc: RagError, rid: str) -> ErrorEnvelope:
-    return ErrorEnvelope.of(exc.code, exc.message, rid, exc.retryable)
+    return ErrorEnvelope.of(exc.code, exc.message, rid, exc.retryable, kind=_openai_type(exc))
+
+
+def _openai_type(exc: RagError) -> str | None:
+    """A 429's `type` as OpenAI sends it for rate limits, `requests` or `tokens`: SDKs and
+    gateways tell a request limit (retry soon) from a token budget by it."""
+    return exc.limit if isinstance(exc, RateLimited) else None
+
+
+def error_headers(exc: RagError) -> dict[str, str] | None:
+    """The headers an error answers with: its own, a default Retry-After for 429/503, and
+    `retry-after-ms` beside Retry-After (the openai SDKs read it first; it is their wait
+    between retries)."""
+    headers = dict(exc.response_headers() or {})
+    if "Retry-After" not in headers and exc.status in (429, 503):
+        headers["Retry-After"] = "5"
+    wait_s = headers.get("Retry-After", "")
+    if wait_s.isdigit():
+        headers["retry-after-ms"] = str(int(wait_s) * 1000)
+    return headers or None
 
 
 # What each error status means on our routes; OpenAPI documents the one envelope for each.
@@ -49,9 +68,11 @@ _MEANING = {
     413: "The upload is larger than RAG_SERVER__MAX_UPLOAD_MB",
     415: "A file type is not supported (nothing was ingested)",
     422: "Invalid request: the message names the field",
-    429: "Over the API key's requests per minute or tokens per day (see Retry-After)",
-    503: "A dependency (store or generator) is down or starting (retryable; see Retry-After)",
-    504: "The generator timed out",
+    429: "Over the API key's requests per minute or tokens per day, or every generation place "
+    "(RAG_LLM__MAX_CONCURRENT) and the queue (RAG_LLM__MAX_QUEUE) are full (see Retry-After)",
+    503: "A dependency (store or generator) is down or starting, or the request waited for a "
+    "generation place past RAG_LLM__QUEUE_TIMEOUT_S (retryable; see Retry-After)",
+    504: "The generator timed out, or a generation took longer than RAG_LLM__TIMEOUT_S",
 }
 
 
@@ -83,10 +104,9 @@ def install_error_handlers(app: FastAPI) -> None:
         rid = request_id(request)
         if exc.status >= 500:
             log.warning("request %s failed: %s: %s", rid, exc.code, exc.message)
-        headers = exc.response_headers() or (
-            {"Retry-After": "5"} if exc.status in (429, 503) else None
+        return JSONResponse(
+            envelope(exc, rid).body(), status_code=exc.status, headers=error_headers(exc)
         )
-        return JSONResponse(envelope(exc, rid).body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

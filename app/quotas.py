@@ -210,6 +210,7 @@ class Quotas:
                 f"API key '{key_id}' is over its limit of "
                 f"{_plural(per_day, 'generated token')} per day; retry in {wait_s} s",
                 wait_s,
+                limit="tokens",
             )
 
     async def add_tokens(self, key_id: str, tokens: int, per_day: int | None) -> None:

@@ -16,6 +16,7 @@ from app.quotas import Quotas
 from ingest.job import build_pipeline
 from ingest.pipeline import IngestPipeline
 from pipelines.access import FULL_ACCESS
+from pipelines.admission import Admission, AdmittedGenerator
 from pipelines.chain import RagChain
 from pipelines.core import Core, build_core
 from pipelines.errors import GeneratorUnavailable
@@ -30,6 +31,10 @@ GeneratorState = Literal["disabled", "starting", "ready", "failed"]
 GeneratorHealth = Literal["disabled", "starting", "ready", "failed", "unreachable"]
 # A health probe answers within this, or the generator counts as unreachable.
 PROBE_TIMEOUT_S = 2.0
+# Generations run at once when RAG_LLM__MAX_CONCURRENT is unset and the generator cannot say
+# what it batches well (a server upstream): past what the server batches, requests would
+# queue there, where no client can be told to come back; here they can.
+UPSTREAM_MAX_CONCURRENT = 64
 
 
 @dataclass(slots=True)
@@ -42,7 +47,10 @@ class Services:
     keys: KeyStore | None = None
     quotas: Quotas | None = None
     gate: KeyGate = field(default_factory=KeyGate)
+    # The generator as built (its own probes and counters); the chain reaches it through
+    # `admission`, the gate every generation passes.
     generator: Generator | None = None
+    admission: Admission | None = None
     generator_state: GeneratorState = "disabled"
     generator_error: str | None = None
     chain: RagChain | None = None
@@ -74,8 +82,16 @@ class Services:
         return self._pipeline
 
     def set_generator(self, generator: Generator) -> None:
+        """Serve answers with `generator`, behind an admission gate sized by the settings."""
+        llm = self.settings.llm
+        self.admission = Admission(
+            max_concurrent_for(generator, llm.max_concurrent),
+            llm.max_queue,
+            llm.queue_timeout_s,
+        )
+        admitted = AdmittedGenerator(generator, self.admission, timeout_s=llm.timeout_s)
         self.generator = generator
-        self.chain = RagChain(self.retrieval, generator)
+        self.chain = RagChain(self.retrieval, admitted, admission=self.admission)
         self.generator_state = "ready"
 
     async def generator_health(self) -> tuple[GeneratorHealth, str | None]:
@@ -107,6 +123,15 @@ class Services:
             }[self.generator_state if self.generator_state != "ready" else "disabled"]
             raise GeneratorUnavailable(detail)
         return self.chain
+
+
+def max_concurrent_for(generator: Generator, configured: int | None) -> int:
+    """RAG_LLM__MAX_CONCURRENT, or what the generator batches at once (the in-process engine's
+    max_num_seqs), or `UPSTREAM_MAX_CONCURRENT`."""
+    if configured is not None:
+        return configured
+    batch = getattr(generator, "max_num_seqs", None)
+    return batch if isinstance(batch, int) and batch >= 1 else UPSTREAM_MAX_CONCURRENT
 
 
 async def open_keys(settings: Settings, stack: AsyncExitStack) -> tuple[KeyStore, Quotas]:

@@ -22,6 +22,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from pipelines import prompts
 from pipelines.access import Access
+from pipelines.admission import Admission
 from pipelines.errors import InvalidInput
 from pipelines.ports import Generator
 from pipelines.retrieval import RetrievalService, StoreRetriever
@@ -241,11 +242,19 @@ class Answer:
 
 class RagChain:
     def __init__(
-        self, retrieval: RetrievalService, generator: Generator, *, rewrite_followups: bool = True
+        self,
+        retrieval: RetrievalService,
+        generator: Generator,
+        *,
+        rewrite_followups: bool = True,
+        admission: Admission | None = None,
     ) -> None:
         self._retrieval = retrieval
         self._generator = generator
         self._rewrite = rewrite_followups
+        # The gate `generator` stands behind, if any: checked before retrieval, so that an
+        # overloaded service refuses a request before paying for its search.
+        self._admission = admission
         self._prompt = ChatPromptTemplate.from_messages(
             [
                 ("system", prompts.SYSTEM),
@@ -335,6 +344,8 @@ class RagChain:
     async def answer(self, ask: AskInput) -> Answer:
         """The prompt, then generation up to its first token (nothing retrieved: the
         knowledge base's "no information" answer, without calling the model)."""
+        if self._admission is not None:
+            self._admission.check()
         prompt = await self.prompt(ask)
         if prompt.sources:
             stream = self._generator.stream(

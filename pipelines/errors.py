@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 
 class RagError(Exception):
@@ -141,9 +141,12 @@ class RateLimited(RagError):
     status = 429
     retryable = True
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
+    def __init__(
+        self, message: str, retry_after_s: int, *, limit: Literal["requests", "tokens"] = "requests"
+    ) -> None:
         super().__init__(message)
         self.retry_after_s = max(1, retry_after_s)
+        self.limit = limit  # OpenAI's 429 `type`: a request rate, or a token budget
 
     def response_headers(self) -> dict[str, str] | None:
         return {"Retry-After": str(self.retry_after_s)}

@@ -17,7 +17,10 @@ class ErrorBody(BaseModel):
 
     code: str = Field(description="Machine-readable, e.g. `collection_not_found`")
     message: str = Field(description="What went wrong and what is accepted")
-    type: str = Field(description="`invalid_request_error` or `server_error` (OpenAI's)")
+    type: str = Field(
+        description="OpenAI's: `invalid_request_error`, `server_error`, or for a 429 the limit "
+        "that was hit, `requests` (request rate, or the service at capacity) or `tokens`"
+    )
     param: str | None = Field(default=None, description="The first field at fault, if any")
     request_id: str = Field(description="Also in the X-Request-ID header and the server log")
     retryable: bool = Field(description="Whether the same request may succeed later")
@@ -57,8 +60,13 @@ class ErrorEnvelope(BaseModel):
         *,
         param: str | None = None,
         details: list[ErrorDetail] | None = None,
+        kind: str | None = None,
     ) -> ErrorEnvelope:
-        kind = "server_error" if retryable or code == "internal_error" else "invalid_request_error"
+        """`kind` is OpenAI's `type` where the code alone does not say it (a 429's limit);
+        otherwise a retryable error is the server's, any other the request's."""
+        if kind is None:
+            retry = retryable or code == "internal_error"
+            kind = "server_error" if retry else "invalid_request_error"
         return cls(
             error=ErrorBody(
                 code=code,

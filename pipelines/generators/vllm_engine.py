@@ -75,6 +75,13 @@ class VllmEngineGenerator:
         """The dtype the engine computes in, e.g. 'float32'."""
         return str(self._engine.model_config.dtype).removeprefix("torch.")
 
+    @property
+    def max_num_seqs(self) -> int:
+        """How many requests the engine's scheduler batches at once: past it they queue
+        inside the engine, where nobody can be told to come back later (admission control
+        sizes its gate by it)."""
+        return int(self._engine.scheduler_config.max_num_seqs)
+
     def count_tokens(self, text: str) -> int:
         with self._tokenizer_lock:
             return len(self._tokenizer.encode(text, add_special_tokens=False))

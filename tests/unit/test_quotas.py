@@ -99,6 +99,7 @@ async def test_token_budget_spent_past_its_limit_refuses_the_next_generation(
     error = refused.value
     assert 1 <= error.retry_after_s <= 24 * 60 * 60
     assert error.response_headers() == {"Retry-After": str(error.retry_after_s)}
+    assert error.limit == "tokens"  # OpenAI's 429 type for a token budget
     assert error.message == (
         "API key 'writer' is over its limit of 100 generated tokens per day; "
         f"retry in {error.retry_after_s} s"
