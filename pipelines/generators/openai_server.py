@@ -255,8 +255,16 @@ async def _read_completion(
                         finish = _finish_reason(choice["finish_reason"], route)
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(f"model '{route.alias}' stopped sending tokens") from exc
-    except httpx.HTTPError as exc:
-        raise GenerationFailed(f"model '{route.alias}' connection broke mid-stream: {exc}") from exc
+    except httpx.TransportError as exc:
+        # The connection broke (reset, or closed before the chunked body's end): the server
+        # went away mid-answer (crashed, killed, restarting). That is the upstream being down,
+        # as a refused connection is before the answer: 503-class, retryable.
+        raise GeneratorUnavailable(
+            f"model '{route.alias}' at {route.base_url} went away mid-answer "
+            f"({type(exc).__name__}: {exc}); retry once it is back"
+        ) from exc
+    except httpx.HTTPError as exc:  # e.g. a body that cannot be decoded: the server's fault
+        raise GenerationFailed(f"model '{route.alias}' sent a broken stream: {exc}") from exc
     except ValueError as exc:  # json.JSONDecodeError
         raise GenerationFailed(f"model '{route.alias}' sent a malformed chunk: {exc}") from exc
     if finish is None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from pipelines.errors import DependencyUnavailable
@@ -22,6 +26,10 @@ from pipelines.stores.terms import (
     vectors_of,
 )
 from pipelines.types import EmbeddedChunk, Filters, Hit, SparseVector
+
+# A readiness probe answers within this (or the client's timeout, if shorter): /readyz must
+# not hang for a search's timeout on a server that accepts connections and never answers.
+HEALTH_TIMEOUT_S = 2.0
 
 _INDEX_TYPES = {
     "keyword": models.PayloadSchemaType.KEYWORD,
@@ -76,26 +84,66 @@ def _layout(info: models.CollectionInfo) -> Layout:
 class ServerBackend:
     """Collections on a Qdrant server/cluster (or qdrant-client's local mode in tests)."""
 
-    def __init__(self, client: AsyncQdrantClient, config: StoreConfig) -> None:
+    def __init__(
+        self,
+        client: AsyncQdrantClient,
+        config: StoreConfig,
+        *,
+        url: str | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
         self._client = client
         self._config = config
+        self._where = f"Qdrant at {url}" if url else "Qdrant"
+        self._health_timeout_s = min(HEALTH_TIMEOUT_S, timeout_s or HEALTH_TIMEOUT_S)
+
+    @contextmanager
+    def _reaching(self, what: str) -> Iterator[None]:
+        """qdrant-client's transport failures as the one retryable 503 naming the server.
+
+        The client wraps every failure to send or read (refused, reset, timed out, a
+        connection closed mid-answer) in ResponseHandlingException; a 5xx (a proxy in front
+        of a node that is gone, a node shutting down) and a 429 are the server unable to
+        answer now. The client stays usable: its next call opens a new connection, so the
+        service recovers by itself once the server is back. A 4xx is a request we should not
+        have sent: a bug, left to surface as one."""
+        try:
+            yield
+        except ResponseHandlingException as exc:
+            reason = f"{type(exc.source).__name__}: {exc.source}".rstrip(": ")
+            raise DependencyUnavailable(
+                f"{self._where} is unreachable ({what}): {reason}; retry once it is back"
+            ) from exc
+        except ResourceExhaustedResponse as exc:
+            raise DependencyUnavailable(f"{self._where} is overloaded ({what}): {exc}") from exc
+        except UnexpectedResponse as exc:
+            if exc.status_code is None or exc.status_code < 500:
+                raise
+            raise DependencyUnavailable(
+                f"{self._where} answered HTTP {exc.status_code} ({what}); retry later"
+            ) from exc
+        except ConnectionError as exc:  # gRPC and local mode raise the builtin kinds
+            raise DependencyUnavailable(f"{self._where} is unreachable ({what}): {exc}") from exc
 
     async def _exists(self, collection: str) -> bool:
-        try:
+        with self._reaching(f"collection '{collection}'"):
             return await self._client.collection_exists(collection)
-        except (ResponseHandlingException, ConnectionError) as exc:
-            raise DependencyUnavailable(f"Qdrant is unreachable: {exc}") from exc
 
     async def layout(self, collection: str) -> Layout | None:
         if not await self._exists(collection):
             return None
-        return _layout(await self._client.get_collection(collection))
+        with self._reaching(f"collection '{collection}'"):
+            return _layout(await self._client.get_collection(collection))
 
     async def open(self, collection: str, *, create: bool) -> None:
         if not create:  # the server keeps every collection open
             await self._add_missing_indexes(collection)
             return
         c = self._config
+        with self._reaching(f"create collection '{collection}'"):
+            await self._create(collection, c)
+
+    async def _create(self, collection: str, c: StoreConfig) -> None:
         await self._client.create_collection(
             collection,
             vectors_config={
@@ -120,56 +168,64 @@ class ServerBackend:
 
     async def _add_missing_indexes(self, collection: str) -> None:
         """A collection created before a field was indexed (`groups`) gets its index now."""
-        indexed = (await self._client.get_collection(collection)).payload_schema
-        for field, kind in PAYLOAD_INDEXES.items():
-            if field not in indexed:
-                await self._client.create_payload_index(
-                    collection, field, _INDEX_TYPES[kind], wait=True
-                )
+        with self._reaching(f"collection '{collection}'"):
+            indexed = (await self._client.get_collection(collection)).payload_schema
+            for field, kind in PAYLOAD_INDEXES.items():
+                if field not in indexed:
+                    await self._client.create_payload_index(
+                        collection, field, _INDEX_TYPES[kind], wait=True
+                    )
 
     async def collections(self) -> list[str]:
-        resp = await self._client.get_collections()
+        with self._reaching("list collections"):
+            resp = await self._client.get_collections()
         return [c.name for c in resp.collections]
 
     async def drop(self, collection: str) -> None:
         if await self._exists(collection):
-            await self._client.delete_collection(collection)
+            with self._reaching(f"drop collection '{collection}'"):
+                await self._client.delete_collection(collection)
 
     async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None:
         structs = [server_point(p) for p in points]
-        await self._client.upsert(collection, points=structs, wait=True)
+        with self._reaching(f"write to collection '{collection}'"):
+            await self._client.upsert(collection, points=structs, wait=True)
 
     async def delete(self, collection: str, must: Filters, must_not: Filters | None) -> None:
         flt = server_filter(must, must_not)
         if flt is None:  # nothing selected
             return
         selector = models.FilterSelector(filter=flt)
-        await self._client.delete(collection, points_selector=selector, wait=True)
+        with self._reaching(f"delete from collection '{collection}'"):
+            await self._client.delete(collection, points_selector=selector, wait=True)
 
     async def set_payload(self, collection: str, must: Filters, payload: dict[str, Any]) -> None:
         flt = server_filter(must)
         if flt is None:  # nothing selected
             return
         selector = models.FilterSelector(filter=flt)
-        await self._client.set_payload(collection, payload, points=selector, wait=True)
+        with self._reaching(f"write to collection '{collection}'"):
+            await self._client.set_payload(collection, payload, points=selector, wait=True)
 
     async def scroll(
         self, collection: str, selection: Selection, *, offset: Any, limit: int
     ) -> tuple[list[dict[str, Any]], Any]:
-        records, offset = await self._client.scroll(
-            collection,
-            scroll_filter=server_select(selection),
-            limit=limit,
-            offset=offset,
-            with_payload=STATE_FIELDS,
-            with_vectors=False,
-        )
+        with self._reaching(f"read collection '{collection}'"):
+            records, offset = await self._client.scroll(
+                collection,
+                scroll_filter=server_select(selection),
+                limit=limit,
+                offset=offset,
+                with_payload=STATE_FIELDS,
+                with_vectors=False,
+            )
         return [rec.payload or {} for rec in records], offset
 
     async def count(self, collection: str, selection: Selection) -> int:
-        found = await self._client.count(
-            collection, count_filter=server_select(selection), exact=True
-        )
+        with self._reaching(f"count collection '{collection}'"):
+            found = await self._client.count(
+                collection, count_filter=server_select(selection), exact=True
+            )
         return found.count
 
     async def _query(self, collection: str, q: Nearest) -> list[models.ScoredPoint]:
@@ -178,15 +234,16 @@ class ServerBackend:
             using, params = SPARSE, None
         else:
             query, using, params = q.vector, DENSE, server_params(q)
-        response = await self._client.query_points(
-            collection,
-            query=query,
-            using=using,
-            limit=q.limit,
-            query_filter=server_select(q.selection),
-            search_params=params,
-            with_payload=q.with_payload,
-        )
+        with self._reaching(f"search collection '{collection}'"):
+            response = await self._client.query_points(
+                collection,
+                query=query,
+                using=using,
+                limit=q.limit,
+                query_filter=server_select(q.selection),
+                search_params=params,
+                with_payload=q.with_payload,
+            )
         return response.points
 
     async def query_hits(self, collection: str, query: Nearest) -> list[Hit]:
@@ -199,9 +256,10 @@ class ServerBackend:
         return [(str(p.id), float(p.score)) for p in await self._query(collection, query)]
 
     async def retrieve_hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
-        records = await self._client.retrieve(
-            collection, [pid for pid, _ in ranked], with_payload=True, with_vectors=False
-        )
+        with self._reaching(f"search collection '{collection}'"):
+            records = await self._client.retrieve(
+                collection, [pid for pid, _ in ranked], with_payload=True, with_vectors=False
+            )
         payloads = {str(r.id): dict(r.payload or {}) for r in records}
         return [
             Hit(score=score, chunk_id=pid, payload=payloads[pid])
@@ -210,18 +268,28 @@ class ServerBackend:
         ]
 
     async def retrieve_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
-        records = await self._client.retrieve(
-            collection, list(ids), with_payload=False, with_vectors=[DENSE]
-        )
+        with self._reaching(f"search collection '{collection}'"):
+            records = await self._client.retrieve(
+                collection, list(ids), with_payload=False, with_vectors=[DENSE]
+            )
         return {str(r.id): dense_of(r.vector) for r in records}
 
     async def commit(self, collection: str) -> None:
         return None  # the server indexes in the background; upserts use wait=True
 
     async def healthy(self) -> bool:
+        """The server lists its collections within the probe's bound."""
         try:
-            await self._client.get_collections()
-        except (ResponseHandlingException, UnexpectedResponse, ConnectionError, OSError):
+            async with asyncio.timeout(self._health_timeout_s):
+                await self._client.get_collections()
+        except (
+            TimeoutError,
+            ResponseHandlingException,
+            ResourceExhaustedResponse,
+            UnexpectedResponse,
+            ConnectionError,
+            OSError,
+        ):
             return False
         return True
 
@@ -232,11 +300,22 @@ class ServerBackend:
 class QdrantServerStore(QdrantStore):
     """The VectorStore on a Qdrant server or cluster, through one async client."""
 
-    def __init__(self, client: AsyncQdrantClient, config: StoreConfig) -> None:
-        super().__init__(ServerBackend(client, config), config)
+    def __init__(
+        self,
+        client: AsyncQdrantClient,
+        config: StoreConfig,
+        *,
+        url: str | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        super().__init__(ServerBackend(client, config, url=url, timeout_s=timeout_s), config)
 
     @classmethod
     def connect(
         cls, url: str, api_key: str | None, timeout_s: float, config: StoreConfig
     ) -> QdrantServerStore:
-        return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=int(timeout_s)), config)
+        # qdrant-client takes whole seconds (also sent to the server as its own deadline):
+        # round up, so that 0.5 s is 1 s and not 0 (every call would time out at once).
+        seconds = max(1, math.ceil(timeout_s))
+        client = AsyncQdrantClient(url=url, api_key=api_key, timeout=seconds)
+        return cls(client, config, url=url, timeout_s=timeout_s)
