@@ -1,9 +1,11 @@
 """Generation stops when the client leaves: work on an answer while watching for its disconnect.
 
-A stream's client that leaves cancels the SSE relay (sse-starlette), which aborts generation.
-A JSON answer is collected before anything is sent, and a stream waits for its first token
-before its 200: meanwhile the request's `http.disconnect` is watched here, and when it comes
-first the work is cancelled, which closes the answer and so aborts generation upstream.
+Once a stream has started, its client leaving is the stream's business: the OpenAI stream's
+relay is cancelled (sse-starlette), which aborts generation; `/v1/ask/stream` waits for a
+reconnect first (`app/resume.py`). Before that, a JSON answer is collected before anything is
+sent, and a stream waits for its first token before its 200: meanwhile the request's
+`http.disconnect` is watched here, and when it comes first the work is cancelled, which
+closes the answer and so aborts generation upstream (no stream exists yet to resume).
 """
 
 from __future__ import annotations

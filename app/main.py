@@ -14,6 +14,7 @@ from app.asgi import HttpMiddleware
 from app.auth import ApiKeyAuth, bearer
 from app.errors import error_responses, install_error_handlers, request_id
 from app.metrics import install_metrics
+from app.resume import StreamRegistry
 from app.routes import ask, collections, documents, health, keys, openai_compat, search, ui
 from app.services import Services, build_services
 from pipelines.settings import Settings
@@ -44,6 +45,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 app.state.services = services
             else:
                 app.state.services = await build_services(settings or Settings(), stack)
+            # Closed first (last in): generations still running are aborted before the
+            # services they use go away.
+            app.state.answer_streams = StreamRegistry()
+            stack.push_async_callback(app.state.answer_streams.aclose)
             yield
 
     app = FastAPI(

@@ -2,14 +2,16 @@
 
 `/v1/ask/stream` and the OpenAI stream differ only in how they frame the answer (their
 `AnswerFrames`); relaying the chunks, reporting a failure after the 200 in-band (vLLM's rule)
-and aborting generation when the stream ends early are written once, here.
+and aborting generation when the relay is stopped early are written once, here. The OpenAI
+stream is the relay itself, so its client leaving aborts at once; `/v1/ask/stream` runs the
+relay in a resumable stream (`app/resume.py`) that outlives one connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from sse_starlette import EventSourceResponse, JSONServerSentEvent, ServerSentEvent
@@ -22,7 +24,7 @@ from pipelines.errors import GenerationFailed, RagError
 log = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-PING_S = 15
+# A client that reads nothing for this long is stuck: its response ends (sse-starlette's).
 SEND_TIMEOUT_S = 30
 
 
@@ -83,14 +85,30 @@ async def relay(
             await finish(answer)
 
 
-def stream_response(
-    answer: Answer, frames: AnswerFrames, rid: str, *, finish: Finish | None = None
+def event_response(
+    events: AsyncIterator[ServerSentEvent],
+    *,
+    ping_s: float,
+    headers: Mapping[str, str] | None = None,
 ) -> EventSourceResponse:
-    """The SSE response: keep-alive comments, no proxy buffering, a send timeout for stuck
-    clients (sse-starlette's), disconnects cancel the relay and so abort generation."""
+    """The SSE response: keep-alive comments every `ping_s` (RAG_SERVER__SSE_PING_S), no proxy
+    buffering, a send timeout for stuck clients (sse-starlette's); a disconnect cancels the
+    iteration of `events`."""
     return EventSourceResponse(
-        relay(answer, frames, rid, finish),
-        ping=PING_S,
-        headers=SSE_HEADERS,
+        events,
+        ping=ping_s,
+        headers={**SSE_HEADERS, **(headers or {})},
         send_timeout=SEND_TIMEOUT_S,
     )
+
+
+def stream_response(
+    answer: Answer,
+    frames: AnswerFrames,
+    rid: str,
+    *,
+    ping_s: float,
+    finish: Finish | None = None,
+) -> EventSourceResponse:
+    """The relay as the response itself: a disconnect cancels it and so aborts generation."""
+    return event_response(relay(answer, frames, rid, finish), ping_s=ping_s)

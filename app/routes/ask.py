@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.deps import ServicesDep
 from app.disconnect import answer_text, unless_disconnected
 from app.errors import error_responses, request_id
 from app.principal import Caller, CallerDep
+from app.resume import StreamOwner, answer_streams, resumed, started
 from app.schemas import (
     AskRequest,
     AskResponse,
@@ -24,14 +24,27 @@ from app.schemas import (
     check_message_chars,
 )
 from app.services import Services
-from app.sse import json_event, stream_response
+from app.sse import json_event, relay
 from pipelines.chain import Answer, AskInput
 from pipelines.types import ChatMessage
 
 router = APIRouter(tags=["ask"])
 
 _ERRORS = error_responses(400, 403, 404, 422, 429, 503, 504)
-_SSE_DOC = """Server-Sent Events, in this order (every frame has an `id:`):
+_STREAM_ERRORS = error_responses(
+    400,
+    403,
+    404,
+    422,
+    429,
+    503,
+    504,
+    e404="The collection does not exist, or (`stream_not_found`) the stream a `Last-Event-ID` "
+    "names is not open for this request and key: ask again without the header",
+    e422="Invalid request: the message names the field, or the `Last-Event-ID` header",
+)
+_SSE_DOC = """Server-Sent Events, in this order (every frame has an `id:`
+`<stream id>.<seq>`: 16 hex digits, then the event's number from 1):
 
 * `sources` — once, first: `{"sources": [{"n", "doc_id", "chunk_id", "title", "source",
   "page", "score", "text"}]}`
@@ -41,8 +54,20 @@ _SSE_DOC = """Server-Sent Events, in this order (every frame has an `id:`):
 * `error` — terminal instead of `done`: `{"error": {"code", "message", "request_id",
   "retryable"}}`
 
-Keep-alive comments every 15 s. Errors before the stream starts are plain JSON errors with
-their HTTP status. Closing the connection aborts the generation upstream."""
+Keep-alive comments every `RAG_SERVER__SSE_PING_S` (15 s). Errors before the stream starts are
+plain JSON errors with their HTTP status.
+
+**Resuming.** A client whose connection breaks sends the same request again (same body, same
+API key) with the header `Last-Event-ID: <the id of the last event it received>`: the answer
+goes on from the next event, with no gap, no repeat and no second `sources`; a newer
+connection takes the stream over from an older one still open. The generation goes on while
+nobody reads for `RAG_SERVER__STREAM_RESUME_S` (15 s; 0: closing the connection aborts it at
+once), then is aborted; a finished answer is kept as long. `DELETE /v1/ask/stream/{stream
+id}` (the `X-Stream-ID` response header) aborts it at once. A stream that is gone, or not
+this request's and key's, is 404 `stream_not_found` (never a second answer: ask again without
+the header); a malformed `Last-Event-ID` is 422. The buffers live in the serving process:
+behind several replicas, a resume needs sticky routing (e.g. nginx `hash $http_authorization
+consistent;`)."""
 
 
 def to_ask_input(body: AskRequest, services: Services, caller: Caller, rid: str) -> AskInput:
@@ -92,13 +117,10 @@ async def ask(
 
 
 class AskFrames:
-    """`sources`, `token`…, then `done` or `error`; every frame has the next id."""
-
-    def __init__(self) -> None:
-        self._ids = itertools.count(1)
+    """`sources`, `token`…, then `done` or `error`; the stream gives each its id."""
 
     def _event(self, name: str, data: object) -> ServerSentEvent:
-        return json_event(data, event=name, id=str(next(self._ids)))
+        return json_event(data, event=name)
 
     def start(self, answer: Answer) -> Iterable[ServerSentEvent]:
         yield self._event("sources", SourcesEvent(sources=SourceOut.many(answer)).model_dump())
@@ -120,7 +142,10 @@ class AskFrames:
 
 @router.post(
     "/ask/stream",
-    responses={200: {"content": {"text/event-stream": {}}, "description": _SSE_DOC}, **_ERRORS},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": _SSE_DOC},
+        **_STREAM_ERRORS,
+    },
     summary="Answer a question, streamed token by token over Server-Sent Events",
     description=_SSE_DOC,
     response_class=EventSourceResponse,
@@ -130,7 +155,28 @@ async def ask_stream(
 ) -> EventSourceResponse:
     rid = request_id(request)
     ask_input = to_ask_input(body, services, caller, rid)
+    server = services.settings.server
+    owner = await StreamOwner.of(request, caller.principal.key_id)
+    resuming = resumed(request, owner, server)
+    if resuming is not None:
+        return resuming
     chain = services.require_chain()
     await caller.before_generation()
     answer = await unless_disconnected(request, rid, chain.answer(ask_input))
-    return stream_response(answer, AskFrames(), rid, finish=caller.charge)
+    return started(request, owner, relay(answer, AskFrames(), rid, caller.charge), server)
+
+
+@router.delete(
+    "/ask/stream/{stream_id}",
+    status_code=204,
+    responses=error_responses(
+        404, e404="`stream_not_found`: no open stream of this API key has this id"
+    ),
+    summary="Stop a streamed answer: its generation is aborted now",
+    description="The stream id is the `X-Stream-ID` header of `/v1/ask/stream`'s response "
+    "(and the part of each event id before the dot). Closing the connection does not stop a "
+    "resumable stream at once: this does.",
+)
+async def stop_stream(stream_id: str, request: Request, caller: CallerDep) -> Response:
+    answer_streams(request).stop(caller.principal.key_id, stream_id)
+    return Response(status_code=204)

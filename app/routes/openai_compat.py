@@ -177,7 +177,8 @@ async def chat_completions(
         )
     answer = await unless_disconnected(request, rid, chain.answer(ask_input))
     frames = ChunkFrames(completion_id, created, body.model, body.include_usage)
-    return stream_response(answer, frames, rid, finish=caller.charge)
+    ping_s = services.settings.server.sse_ping_s
+    return stream_response(answer, frames, rid, ping_s=ping_s, finish=caller.charge)
 
 
 class ChunkFrames:

@@ -1,14 +1,20 @@
 // The ragserve chat page: lists collections, streams answers from POST /v1/ask/stream
 // (Server-Sent Events read with fetch, since EventSource cannot POST), renders them as
-// sanitized Markdown with clickable [n] citations, and aborts generation on Stop. On a server
-// with API keys it asks for one, shows whose it is (GET /v1/me) and offers Upload only to keys
-// that may write.
+// sanitized Markdown with clickable [n] citations, and aborts generation on Stop. A stream that
+// breaks before its end is resumed: the same request again with Last-Event-ID, which the
+// server answers with the events after that one. On a server with API keys it asks for one,
+// shows whose it is (GET /v1/me) and offers Upload only to keys that may write.
 "use strict";
 
 (() => {
   const MAX_HISTORY = 20; // messages sent back for follow-ups (the API takes at most 50)
   const SNIPPET_CHARS = 220;
   const KEY_STORE = "ragserve.apiKey"; // set when the server wants an API key
+  // Waits before each reconnect of a broken stream: all well within the server's resume
+  // window (RAG_SERVER__STREAM_RESUME_S, 15 s by default).
+  const RESUME_BACKOFF_MS = [250, 500, 1000, 2000, 4000];
+  // A gateway's answer while the service is briefly away: worth another reconnect.
+  const TRANSIENT = new Set([502, 503, 504]);
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -49,6 +55,8 @@
   let history = [];
   /** The AbortController of the stream in flight, if any. */
   let inFlight = null;
+  /** The server's id of the stream in flight (its X-Stream-ID), once known: Stop deletes it. */
+  let inFlightStream = null;
   /** The caller as GET /v1/me describes it; null until known. */
   let me = null;
   /** True when the key may read no collection: asking is pointless until another key. */
@@ -172,8 +180,8 @@
   }
 
   function forgetKey() {
+    stopInFlight(); // with the key still there: the stream is this key's
     localStorage.removeItem(KEY_STORE);
-    if (inFlight) inFlight.abort();
     resetChat();
     showNotice("");
     showAccessNote("");
@@ -498,52 +506,89 @@
     }
   }
 
+  /** Resolves after `ms`, or at once when `signal` aborts (Stop during a reconnect's wait). */
+  function pause(ms, signal) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        resolve();
+      }, { once: true });
+    });
+  }
+
+  /** Stop: abort the request and, since closing a connection leaves a resumable stream
+   * generating for a while (a reconnect may follow), delete the stream on the server. */
+  function stopInFlight() {
+    if (!inFlight) return;
+    if (inFlightStream) {
+      const path = `/v1/ask/stream/${encodeURIComponent(inFlightStream)}`;
+      api(path, { method: "DELETE", keepalive: true }).catch(() => {});
+    }
+    inFlight.abort();
+  }
+
   async function ask(question) {
     clearError();
     const collection = els.collection.value || undefined;
     const messages = [...history.slice(-MAX_HISTORY), { role: "user", content: question }];
     const body = messages.length > 1 ? { messages, collection } : { question, collection };
+    const payload = JSON.stringify(body); // a resume must send the very same bytes
 
     const turn = newTurn(question);
     const controller = new AbortController();
     inFlight = controller;
+    inFlightStream = null;
     setBusy(true);
 
     let terminal = false;
+    let lastId = null; // the id of the last event received: where a reconnect goes on from
+    let tries = 0; // reconnects since the last event arrived
     try {
-      const res = await api("/v1/ask/stream", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-        body: JSON.stringify(body),
-        signal: controller.signal,
-      });
-      if (!res.ok) {
-        fail(turn, await errorOf(res, `HTTP ${res.status}`));
-        terminal = true;
-        return;
-      }
-      for await (const ev of readEvents(res.body, controller.signal)) {
-        const data = JSON.parse(ev.data);
-        if (ev.event === "sources") {
-          turn.sources = data.sources || [];
-          renderSources(turn);
-          setState(turn, "streaming", "Writing the answer…");
-        } else if (ev.event === "token") {
-          turn.text += data.text;
-          scheduleRender(turn);
-        } else if (ev.event === "done") {
-          terminal = true;
-          renderNow(turn);
-          setState(turn, "done", doneStatus(data));
-          history.push({ role: "user", content: question }, { role: "assistant", content: turn.text });
-        } else if (ev.event === "error") {
-          terminal = true;
-          renderNow(turn);
-          fail(turn, describeError(data.error, "The answer failed."));
+      for (;;) {
+        let broken; // why the stream broke before its terminal event
+        try {
+          const headers = { "Content-Type": "application/json", Accept: "text/event-stream" };
+          if (lastId) headers["Last-Event-ID"] = lastId;
+          const res = await api("/v1/ask/stream", {
+            method: "POST",
+            headers,
+            body: payload,
+            signal: controller.signal,
+          });
+          if (!res.ok && !(lastId && TRANSIENT.has(res.status))) {
+            // A resume the server cannot serve (404 stream_not_found) says why, like any error.
+            const why = await errorOf(res, `HTTP ${res.status}`);
+            fail(turn, lastId ? `The connection broke and the answer could not be resumed: ${why}` : why);
+            terminal = true;
+            return;
+          }
+          if (res.ok) {
+            inFlightStream = res.headers.get("X-Stream-ID") || inFlightStream;
+            if (lastId) setState(turn, "streaming", "Writing the answer…");
+            for await (const ev of readEvents(res.body, controller.signal)) {
+              if (ev.id) lastId = ev.id;
+              tries = 0;
+              terminal = handleEvent(turn, question, ev) || terminal;
+            }
+          }
+          if (terminal || controller.signal.aborted) return;
+          broken = res.ok
+            ? "The connection closed before the answer was finished."
+            : await errorOf(res, `HTTP ${res.status}`);
+        } catch (e) {
+          if (controller.signal.aborted) throw e;
+          broken = `Could not reach the service: ${e.message}`;
         }
-      }
-      if (!terminal && !controller.signal.aborted) {
-        fail(turn, "The connection closed before the answer was finished.");
+        // Nothing received yet means nothing to resume: asking again would be a new answer.
+        if (!lastId || tries >= RESUME_BACKOFF_MS.length) {
+          fail(turn, broken);
+          return;
+        }
+        setState(turn, "streaming", "Reconnecting…");
+        await pause(RESUME_BACKOFF_MS[tries], controller.signal);
+        tries += 1;
+        if (controller.signal.aborted) return;
       }
     } catch (e) {
       if (controller.signal.aborted) {
@@ -558,8 +603,32 @@
         setState(turn, "stopped", "Stopped.");
       }
       inFlight = null;
+      inFlightStream = null;
       setBusy(false);
     }
+  }
+
+  /** Show one event of the answer; true for a terminal one (done or error). */
+  function handleEvent(turn, question, ev) {
+    const data = JSON.parse(ev.data);
+    if (ev.event === "sources") {
+      turn.sources = data.sources || [];
+      renderSources(turn);
+      setState(turn, "streaming", "Writing the answer…");
+    } else if (ev.event === "token") {
+      turn.text += data.text;
+      scheduleRender(turn);
+    } else if (ev.event === "done") {
+      renderNow(turn);
+      setState(turn, "done", doneStatus(data));
+      history.push({ role: "user", content: question }, { role: "assistant", content: turn.text });
+      return true;
+    } else if (ev.event === "error") {
+      renderNow(turn);
+      fail(turn, describeError(data.error, "The answer failed."));
+      return true;
+    }
+    return false;
   }
 
   function fail(turn, message) {
@@ -650,9 +719,7 @@
       els.form.requestSubmit();
     }
   });
-  els.stop.addEventListener("click", () => {
-    if (inFlight) inFlight.abort();
-  });
+  els.stop.addEventListener("click", stopInFlight);
   els.errorClose.addEventListener("click", clearError);
 
   function resetChat() {

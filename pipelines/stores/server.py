@@ -12,7 +12,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from pipelines.errors import DependencyUnavailable
+from pipelines.errors import CollectionNotFound, DependencyUnavailable
 from pipelines.ranking import Scored
 from pipelines.stores.config import StoreConfig
 from pipelines.stores.schema import DENSE, PAYLOAD_INDEXES, SPARSE, STATE_FIELDS, Layout, dense_of
@@ -98,7 +98,7 @@ class ServerBackend:
         self._health_timeout_s = min(HEALTH_TIMEOUT_S, timeout_s or HEALTH_TIMEOUT_S)
 
     @contextmanager
-    def _reaching(self, what: str) -> Iterator[None]:
+    def _reaching(self, what: str, collection: str | None = None) -> Iterator[None]:
         """qdrant-client's transport failures as the one retryable 503 naming the server.
 
         The client wraps every failure to send or read (refused, reset, timed out, a
@@ -106,7 +106,8 @@ class ServerBackend:
         of a node that is gone, a node shutting down) and a 429 are the server unable to
         answer now. The client stays usable: its next call opens a new connection, so the
         service recovers by itself once the server is back. A 4xx is a request we should not
-        have sent: a bug, left to surface as one."""
+        have sent: a bug, left to surface as one — except a 404 for the `collection` used: a
+        server that came back without its data (no persistence) no longer has it."""
         try:
             yield
         except ResponseHandlingException as exc:
@@ -117,6 +118,8 @@ class ServerBackend:
         except ResourceExhaustedResponse as exc:
             raise DependencyUnavailable(f"{self._where} is overloaded ({what}): {exc}") from exc
         except UnexpectedResponse as exc:
+            if exc.status_code == 404 and collection is not None:
+                raise CollectionNotFound(collection) from exc
             if exc.status_code is None or exc.status_code < 500:
                 raise
             raise DependencyUnavailable(
@@ -188,7 +191,7 @@ class ServerBackend:
 
     async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None:
         structs = [server_point(p) for p in points]
-        with self._reaching(f"write to collection '{collection}'"):
+        with self._reaching(f"write to collection '{collection}'", collection):
             await self._client.upsert(collection, points=structs, wait=True)
 
     async def delete(self, collection: str, must: Filters, must_not: Filters | None) -> None:
@@ -196,7 +199,7 @@ class ServerBackend:
         if flt is None:  # nothing selected
             return
         selector = models.FilterSelector(filter=flt)
-        with self._reaching(f"delete from collection '{collection}'"):
+        with self._reaching(f"delete from collection '{collection}'", collection):
             await self._client.delete(collection, points_selector=selector, wait=True)
 
     async def set_payload(self, collection: str, must: Filters, payload: dict[str, Any]) -> None:
@@ -204,13 +207,13 @@ class ServerBackend:
         if flt is None:  # nothing selected
             return
         selector = models.FilterSelector(filter=flt)
-        with self._reaching(f"write to collection '{collection}'"):
+        with self._reaching(f"write to collection '{collection}'", collection):
             await self._client.set_payload(collection, payload, points=selector, wait=True)
 
     async def scroll(
         self, collection: str, selection: Selection, *, offset: Any, limit: int
     ) -> tuple[list[dict[str, Any]], Any]:
-        with self._reaching(f"read collection '{collection}'"):
+        with self._reaching(f"read collection '{collection}'", collection):
             records, offset = await self._client.scroll(
                 collection,
                 scroll_filter=server_select(selection),
@@ -222,7 +225,7 @@ class ServerBackend:
         return [rec.payload or {} for rec in records], offset
 
     async def count(self, collection: str, selection: Selection) -> int:
-        with self._reaching(f"count collection '{collection}'"):
+        with self._reaching(f"count collection '{collection}'", collection):
             found = await self._client.count(
                 collection, count_filter=server_select(selection), exact=True
             )
@@ -234,7 +237,7 @@ class ServerBackend:
             using, params = SPARSE, None
         else:
             query, using, params = q.vector, DENSE, server_params(q)
-        with self._reaching(f"search collection '{collection}'"):
+        with self._reaching(f"search collection '{collection}'", collection):
             response = await self._client.query_points(
                 collection,
                 query=query,
@@ -256,7 +259,7 @@ class ServerBackend:
         return [(str(p.id), float(p.score)) for p in await self._query(collection, query)]
 
     async def retrieve_hits(self, collection: str, ranked: Sequence[Scored]) -> list[Hit]:
-        with self._reaching(f"search collection '{collection}'"):
+        with self._reaching(f"search collection '{collection}'", collection):
             records = await self._client.retrieve(
                 collection, [pid for pid, _ in ranked], with_payload=True, with_vectors=False
             )
@@ -268,7 +271,7 @@ class ServerBackend:
         ]
 
     async def retrieve_vectors(self, collection: str, ids: Sequence[Any]) -> dict[Any, list[float]]:
-        with self._reaching(f"search collection '{collection}'"):
+        with self._reaching(f"search collection '{collection}'", collection):
             records = await self._client.retrieve(
                 collection, list(ids), with_payload=False, with_vectors=[DENSE]
             )

@@ -11,7 +11,8 @@ it touches the backend and puts the document condition into the engine's query i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from pipelines.access import GROUPS_FIELD, Access
@@ -148,6 +149,16 @@ class QdrantStore:
         await self._backend.open(collection, create=layout is None)
         self._ready.add(collection)
 
+    @contextmanager
+    def _known(self, collection: str) -> Iterator[None]:
+        """A collection the backend no longer has (a server back without its data) is
+        forgotten, so the next use checks it again instead of trusting the cache."""
+        try:
+            yield
+        except CollectionNotFound:
+            self._ready.discard(collection)
+            raise
+
     async def list_collections(self) -> list[str]:
         return sorted(await self._backend.collections())
 
@@ -160,7 +171,12 @@ class QdrantStore:
         if not points:
             return
         await self.ensure_collection(collection, create=True)
-        await self._backend.upsert(collection, points)
+        try:
+            with self._known(collection):
+                await self._backend.upsert(collection, points)
+        except CollectionNotFound:  # gone since it was checked: create it again, once
+            await self.ensure_collection(collection, create=True)
+            await self._backend.upsert(collection, points)
 
     async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> None:
         if not doc_ids:
@@ -193,18 +209,21 @@ class QdrantStore:
         states: dict[str, DocState] = {}
         offset: Any = None
         while True:
-            payloads, offset = await self._backend.scroll(
-                collection, selection, offset=offset, limit=SCROLL_PAGE
-            )
+            with self._known(collection):
+                payloads, offset = await self._backend.scroll(
+                    collection, selection, offset=offset, limit=SCROLL_PAGE
+                )
             _add_states(states, payloads)
             if offset is None:
                 return states
 
     async def stats(self, collection: str, *, access: Access) -> CollectionStats:
         await self._readable(collection, access)
-        chunks = await self._backend.count(collection, Selection(None, access.groups))
-        # Each document's first chunk is its chunk 0.
-        docs = await self._backend.count(collection, Selection({"chunk_index": 0}, access.groups))
+        with self._known(collection):
+            chunks = await self._backend.count(collection, Selection(None, access.groups))
+            # Each document's first chunk is its chunk 0.
+            selection = Selection({"chunk_index": 0}, access.groups)
+            docs = await self._backend.count(collection, selection)
         return CollectionStats(name=collection, documents=docs, chunks=chunks)
 
     async def count(
@@ -213,7 +232,8 @@ class QdrantStore:
         access.check(collection)  # before the filters: out of scope is 403, whatever they say
         filters = check_filters(filters)
         await self.ensure_collection(collection, create=False)
-        return await self._backend.count(collection, Selection(filters, access.groups))
+        with self._known(collection):
+            return await self._backend.count(collection, Selection(filters, access.groups))
 
     async def commit(self, collection: str) -> None:
         await self._backend.commit(collection)
@@ -241,16 +261,17 @@ class QdrantStore:
         access.check(collection)
         filters = check_filters(filters)  # a client's (API, CLI): a bad one is InvalidInput
         await self.ensure_collection(collection, create=False)
-        return await ranked_search(
-            self,
-            collection,
-            dense=dense,
-            sparse=sparse,
-            k=k,
-            mode=mode,
-            filters=Selection(filters, access.groups),
-            params=self.config.hybrid,
-        )
+        with self._known(collection):
+            return await ranked_search(
+                self,
+                collection,
+                dense=dense,
+                sparse=sparse,
+                k=k,
+                mode=mode,
+                filters=Selection(filters, access.groups),
+                params=self.config.hybrid,
+            )
 
     def nearest(
         self, query: Query, *, limit: int, k: int, filters: Selection, candidates: bool

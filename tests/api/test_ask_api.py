@@ -30,7 +30,9 @@ async def test_stream_sends_sources_tokens_then_done(
     events = parse_events(r.text)
     names = [e.event for e in events]
     assert names == ["sources"] + ["token"] * 5 + ["done"]
-    assert [e.id for e in events] == [str(i) for i in range(1, len(events) + 1)]
+    sid = events[0].id.split(".")[0]  # `<stream id>.<seq>`: a resume names where it was
+    assert len(sid) == 16 and r.headers["x-stream-id"] == sid
+    assert [e.id for e in events] == [f"{sid}.{i}" for i in range(1, len(events) + 1)]
     sources = events[0].data["sources"]
     assert [s["n"] for s in sources] == list(range(1, len(sources) + 1))
     assert "464 degrees" in sources[0]["text"]

@@ -1,5 +1,6 @@
 """Issue 14, findings 3 and 5: text fields are capped and counted off the event loop; a client
-that hangs up aborts its generation on every route that generates, JSON answers included."""
+that hangs up aborts its generation on every route that generates, JSON answers included (a
+resumable stream once its resume window has passed: issue 16)."""
 
 from __future__ import annotations
 
@@ -196,14 +197,19 @@ async def _post_and_hang_up(
 
 
 @pytest.mark.parametrize(
-    ("path", "body"),
+    ("path", "body", "resume_s"),
     [
-        ("/v1/ask", {"question": "How hot is Venus?"}),
-        ("/v1/chat/completions", {"model": "rag:default", "messages": [QUESTION]}),
-        ("/v1/ask/stream", {"question": "How hot is Venus?"}),
-        ("/v1/chat/completions", {"model": "rag:default", "messages": [QUESTION], "stream": True}),
+        ("/v1/ask", {"question": "How hot is Venus?"}, 15.0),
+        ("/v1/chat/completions", {"model": "rag:default", "messages": [QUESTION]}, 15.0),
+        ("/v1/ask/stream", {"question": "How hot is Venus?"}, 0.0),
+        ("/v1/ask/stream", {"question": "How hot is Venus?"}, 0.2),
+        (
+            "/v1/chat/completions",
+            {"model": "rag:default", "messages": [QUESTION], "stream": True},
+            15.0,
+        ),
     ],
-    ids=["ask", "chat", "ask-stream", "chat-stream"],
+    ids=["ask", "chat", "ask-stream", "ask-stream-after-the-resume-window", "chat-stream"],
 )
 async def test_client_gone_aborts_generation_and_says_so(
     settings: Settings,
@@ -211,7 +217,11 @@ async def test_client_gone_aborts_generation_and_says_so(
     caplog: pytest.LogCaptureFixture,
     path: str,
     body: dict[str, Any],
+    resume_s: float,
 ) -> None:
+    """Only `/v1/ask/stream` waits for a reconnect (RAG_SERVER__STREAM_RESUME_S, kept short
+    here): the JSON answers and the OpenAI stream, which no client resumes, abort at once."""
+    services.settings.server.stream_resume_s = resume_s
     gen = ScriptedGenerator(forever=True, delay_s=0.01)  # an answer that never ends by itself
     services.set_generator(gen)
     caplog.set_level(logging.INFO, logger="app")

@@ -50,6 +50,8 @@ async def test_stream_answer_from_real_engine_with_sources(
 async def test_client_disconnect_aborts_the_engine_request(
     settings: Settings, services: Services, vllm_engine: VllmEngineGenerator
 ) -> None:
+    """Nobody resumes the stream within its (short) resume window: the engine request ends."""
+    services.settings.server.stream_resume_s = 0.3
     services.set_generator(vllm_engine)
     async with live_server(create_app(settings, services=services)) as url:
         async with httpx.AsyncClient(base_url=url, timeout=120) as c:
