@@ -93,7 +93,17 @@ class QdrantRestShim:
         found = await self.backing.collection_exists(request.path_params["name"])
         return _ok({"exists": found})
 
+    async def _missing(self, request: Request) -> JSONResponse | None:
+        """Qdrant's 404 for a collection it does not have (local mode raises instead)."""
+        name = request.path_params["name"]
+        if await self.backing.collection_exists(name):
+            return None
+        error = f"Not found: Collection `{name}` doesn't exist!"
+        return JSONResponse({"status": {"error": error}, "time": 0.0}, status_code=404)
+
     async def collection(self, request: Request) -> JSONResponse:
+        if (missing := await self._missing(request)) is not None:
+            return missing
         return _ok(_dump(await self.backing.get_collection(request.path_params["name"])))
 
     async def index(self, request: Request) -> JSONResponse:
@@ -102,6 +112,8 @@ class QdrantRestShim:
         return _ok({"operation_id": 0, "status": "completed"})
 
     async def query(self, request: Request) -> JSONResponse:
+        if (missing := await self._missing(request)) is not None:
+            return missing
         q = models.QueryRequest.model_validate(await request.json())
         response = await self.backing.query_points(
             request.path_params["name"],
@@ -288,3 +300,36 @@ async def test_qdrant_server_gone_answers_503_naming_it_and_recovers_when_back(
                 await _assert_works(c)
     finally:
         await core.close()
+
+
+async def test_qdrant_server_back_without_its_data_is_404_then_works_once_restored(
+    tmp_path: Path,
+    make_settings: Any,
+    embedder: SentenceTransformerEmbedder,
+    backing: AsyncQdrantClient,
+) -> None:
+    """A server that comes back empty (no persistence) no longer has the collection the store
+    had checked: a 404 naming it, not a 500; restored, the same service finds it again."""
+    port = free_port()
+    settings: Settings = make_settings(
+        qdrant={"url": f"http://127.0.0.1:{port}", "timeout_s": QDRANT_TIMEOUT_S}
+    )
+    empty = AsyncQdrantClient(path=str(tmp_path / "qdrant-empty"))
+    core = build_core(settings, embedder=embedder)
+    services = Services(core=core)
+    services.set_generator(ScriptedGenerator())
+    try:
+        async with in_process_client(create_app(settings, services=services)) as c:
+            async with serving(QdrantRestShim(backing), port):
+                await _assert_works(c)
+            async with serving(QdrantRestShim(empty), port):
+                search = await _within(c.post("/v1/search", json={"query": "Saturn rings"}))
+                assert search.status_code == 404, search.text
+                assert search.json()["error"]["code"] == "collection_not_found", search.text
+                again = await _within(c.post("/v1/search", json={"query": "Saturn rings"}))
+                assert again.status_code == 404, again.text  # checked again: still gone
+            async with serving(QdrantRestShim(backing), port):
+                await _assert_works(c)
+    finally:
+        await core.close()
+        await empty.close()
