@@ -47,16 +47,23 @@ def served_model() -> str:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(
+def vllm_process(
     model_path: str, served_model: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """`python -m vllm.entrypoints.openai.api_server` on loopback; yields its base URL."""
+) -> Iterator[VllmServer]:
+    """`python -m vllm.entrypoints.openai.api_server` on loopback, started once per session:
+    the fault tests kill and restart it (on the same port) rather than start a second one."""
     server = VllmServer(model_path, served_model, tmp_path_factory.mktemp("vllm-server"))
     try:
         server.start_healthy()
     except VllmServerError as exc:
         pytest.fail(str(exc))
     try:
-        yield server.base_url
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_process: VllmServer) -> str:
+    """The session's vLLM server's base URL."""
+    return vllm_process.base_url

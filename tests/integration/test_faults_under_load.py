@@ -39,19 +39,15 @@ READY_DEADLINE_S = 120.0  # after the restarted server is healthy: the service s
 
 
 @pytest.fixture(scope="module")
-def fault_server(
-    model_path: str, served_model: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[VllmServer]:
-    """This module's own vLLM server (the session's `vllm_server` must not be killed)."""
-    server = VllmServer(model_path, served_model, tmp_path_factory.mktemp("vllm-fault"))
-    try:
-        server.start_healthy()
-    except VllmServerError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield server
-    finally:
-        server.stop()
+def fault_server(vllm_process: VllmServer) -> Iterator[VllmServer]:
+    """The session's vLLM server, which this module kills and restarts: a second server would
+    cost another start and its memory. Left healthy for the tests after, however this ends."""
+    yield vllm_process
+    if not vllm_process.healthy():
+        try:
+            vllm_process.restart()
+        except VllmServerError as exc:
+            pytest.fail(f"the vLLM server did not come back after the fault test: {exc}")
 
 
 @dataclass

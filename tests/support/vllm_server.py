@@ -68,6 +68,15 @@ class VllmServer:
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
 
+    def healthy(self) -> bool:
+        """Running and answering `GET /health` now."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        try:
+            return httpx.get(f"{self.base_url}/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def wait_healthy(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Poll `GET /health` until 200; raise if the process exits or the deadline passes."""
         deadline = time.monotonic() + timeout_s
