@@ -42,6 +42,7 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("POST", "/v1/ask/stream"): Row(
         "read", json=lambda c: {"question": "espresso?", "collection": c}
     ),
+    ("DELETE", "/v1/ask/stream/{stream_id}"): Row("read", scoped=False),
     ("POST", "/v1/chat/completions"): Row("read", json=_chat),
     ("GET", "/v1/models"): Row("read", scoped=False),
     ("GET", "/v1/me"): Row("read", scoped=False),
@@ -87,7 +88,9 @@ async def call(
     t: Tenants, method: str, path: str, collection: str, headers: dict[str, str]
 ) -> httpx.Response:
     row = ROUTES[(method, path)]
-    url = path.format(collection=collection, doc_id="0" * 32, key_id=t.ids["revoked"])
+    url = path.format(
+        collection=collection, doc_id="0" * 32, key_id=t.ids["revoked"], stream_id="0" * 16
+    )
     kwargs: dict[str, Any] = {"headers": headers}
     if row.json is not None:
         kwargs["json"] = row.json(collection)
@@ -129,6 +132,7 @@ async def test_auth_matrix(t: Tenants, method: str, path: str) -> None:
     assert r.status_code < 400 or r.json()["error"]["code"] in (
         "document_not_found",
         "key_not_found",
+        "stream_not_found",
     ), r.text
     assert seen["no key"] == 401
 
