@@ -57,11 +57,12 @@ test: $(STAMP) browser services lint ## Set up, lint and run the whole test suit
 	$(PY) -m pytest
 
 .PHONY: services
-services: ## Install Debian's PostgreSQL, Redis and nginx for the key, limit and proxy tests (only when missing)
+services: ## Install Debian's PostgreSQL, Redis, nginx and Prometheus for the key, limit, proxy and metrics tests (only when missing)
 	@missing=""; \
 	[ -x /usr/lib/postgresql/15/bin/postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	[ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	[ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		echo ">> installing Debian's$$missing (tests start them on 127.0.0.1)"; \

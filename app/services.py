@@ -24,6 +24,7 @@ from pipelines.keys import KeyStore
 from pipelines.ports import Embedder, Generator, VectorStore
 from pipelines.retrieval import RetrievalService, StoreRetriever
 from pipelines.settings import Settings
+from pipelines.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger(__name__)
 GeneratorState = Literal["disabled", "starting", "ready", "failed"]
@@ -47,6 +48,8 @@ class Services:
     keys: KeyStore | None = None
     quotas: Quotas | None = None
     gate: KeyGate = field(default_factory=KeyGate)
+    # Who measures the work (the app's Prometheus metrics; none until the app attaches them).
+    telemetry: Telemetry = NO_TELEMETRY
     # The generator as built (its own probes and counters); the chain reaches it through
     # `admission`, the gate every generation passes.
     generator: Generator | None = None

@@ -88,6 +88,13 @@ class LLMModel(BaseModel):
     api_key: SecretStr | None = None
 
 
+class Price(BaseModel):
+    """US dollars per million tokens, prompt and completion (as hosted APIs list them)."""
+
+    prompt_per_million: float = Field(ge=0)
+    completion_per_million: float = Field(ge=0)
+
+
 class LLMSettings(BaseModel):
     """Unset `base_url` means vLLM in-process with `model` (default: bundled SmolLM2-135M)."""
 
@@ -117,6 +124,15 @@ class LLMSettings(BaseModel):
     # prefills several times slower: docs/benchmarks.md); on GPU, vLLM's own choice.
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    # Estimated cost per answer: prices per model name (the served name, or "*" for any),
+    # e.g. {"*": {"prompt_per_million": 0.02, "completion_per_million": 0.05}} for what your
+    # GPU hour comes to; unset: cost 0. Beside it, what the same tokens would cost at a
+    # hosted API's list price (`reference_model` at `reference_price`; None: not shown).
+    prices: dict[str, Price] = Field(default_factory=dict)
+    reference_model: str = "gpt-4o-mini"
+    reference_price: Price | None = Field(
+        default_factory=lambda: Price(prompt_per_million=0.15, completion_per_million=0.60)
+    )
     cpu_kvcache_gib: int = Field(default=2, ge=1)
 
 
@@ -208,6 +224,13 @@ class LimitSettings(BaseModel):
     tokens_per_day: int | None = Field(default=None, ge=1)
 
 
+class LogSettings(BaseModel):
+    """`json`: one JSON object per line (for a log pipeline); `text`: for a terminal."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RAG_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -227,6 +250,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_prod(self) -> Settings:
