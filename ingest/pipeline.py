@@ -8,6 +8,10 @@ A document's access list (`groups`: the run's, or a corpus line's own) is on eve
 is not part of the content hash: a document whose text is unchanged but whose groups changed
 gets its new groups on every chunk in one store operation (`set_document_groups`), without
 re-embedding, so no chunk keeps the old groups while the others are rewritten.
+
+What a run did goes to its `Telemetry` (the service's Prometheus metrics, the CLI's textfile or
+push): each batch's chunks with their embedder tokens and the time the model took, as it is
+stored; the documents by outcome when the run ends, however it ends.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import anyio
 import anyio.lowlevel
@@ -30,6 +34,7 @@ from ingest.loaders import LoadedDocument, LoadError, LoadFailure, discover_name
 from pipelines.access import FULL_ACCESS, check_groups
 from pipelines.identity import chunk_point_id, content_hash, document_id
 from pipelines.ports import Embedder, SparseEncoder, VectorStore
+from pipelines.telemetry import NO_TELEMETRY, IngestOutcome, Telemetry
 from pipelines.types import Chunk, DocState, EmbeddedChunk, Filters, Scalar, SparseVector
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,7 @@ class _Prepared:
     doc_id: str
     doc: LoadedDocument
     chunks: list[Chunk]
+    tokens: list[int] = field(default_factory=list)  # each chunk's, as the embedder counts
 
 
 @dataclass(slots=True)
@@ -177,7 +183,9 @@ class IngestPipeline:
             )
             for i, p in enumerate(pieces)
         ]
-        return _Prepared(doc_id, doc, chunks)
+        # Counted here, in the loader thread, while the model embeds the previous batch.
+        tokens = [self._embedder.count_tokens(c.embedding_text) for c in chunks]
+        return _Prepared(doc_id, doc, chunks, tokens)
 
     def _produce(
         self,
@@ -235,8 +243,12 @@ class IngestPipeline:
         finally:
             out.put(_END)
 
-    def _encode(self, texts: list[str]) -> tuple[list[list[float]], list[SparseVector]]:
-        return self._embedder.embed_documents(texts), self._sparse.encode_documents(texts)
+    def _encode(self, texts: list[str]) -> tuple[list[list[float]], list[SparseVector], float]:
+        """Dense and sparse vectors, and the seconds the dense model took (tokens/s is its)."""
+        started = time.perf_counter()
+        dense = self._embedder.embed_documents(texts)
+        seconds = time.perf_counter() - started
+        return dense, self._sparse.encode_documents(texts), seconds
 
     # -- the run --------------------------------------------------------------------------
 
@@ -249,6 +261,7 @@ class IngestPipeline:
         progress: Progress | None = None,
         names: Mapping[Path, str] | None = None,
         groups: Sequence[str] = (),
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> IngestSummary:
         """Ingest the files under `paths` into `collection`. A document's source is its file's
         display name (its path relative to the folder in `paths` it was found under, or its
@@ -256,13 +269,36 @@ class IngestPipeline:
         files a source that is also their identity (uploads: the client's file name, so the
         document keeps its identity across uploads from different temporary files).
         `groups`: every document's access list (empty: public) unless a corpus line gives
-        its own; a bad group name is InvalidInput before anything is read."""
+        its own; a bad group name is InvalidInput before anything is read. `telemetry`
+        hears what the run did (the documents by outcome also when it fails part-way)."""
         run_groups = check_groups(groups)
-        started = time.perf_counter()
-        progress = progress or NoProgress()
         summary = IngestSummary(collection=collection)
+        failures: list[LoadFailure] = []
+        try:
+            args = (prune, progress or NoProgress(), names, run_groups, telemetry)
+            return await self._run(paths, summary, failures, *args)
+        finally:
+            s = summary
+            counts = (s.added, s.updated, s.unchanged, s.deleted, len(failures))
+            for outcome, count in zip(get_args(IngestOutcome), counts, strict=True):
+                telemetry.ingest_documents(collection, outcome, count)
+
+    async def _run(
+        self,
+        paths: Sequence[Path],
+        summary: IngestSummary,
+        failures: list[LoadFailure],
+        prune: bool,
+        progress: Progress,
+        names: Mapping[Path, str] | None,
+        run_groups: tuple[str, ...],
+        telemetry: Telemetry,
+    ) -> IngestSummary:
+        started = time.perf_counter()
+        collection = summary.collection
         await self._store.ensure_collection(collection, create=True)
-        files, display, failures = await anyio.to_thread.run_sync(discover_named, list(paths))
+        files, display, found = await anyio.to_thread.run_sync(discover_named, list(paths))
+        failures.extend(found)
         given = {str(Path(p).resolve()): n for p, n in (names or {}).items()}  # noqa: ASYNC240
         renames = {**display, **given}
         uploads = set(given)
@@ -296,18 +332,22 @@ class IngestPipeline:
         producer.start()
 
         batch: list[Chunk] = []
+        batch_tokens = 0
         pending: dict[str, int] = {}  # doc_id -> chunks not yet written
         finished_docs: list[str] = []
 
         async def flush() -> None:
+            nonlocal batch_tokens
             if not batch:
                 return
             texts = [c.embedding_text for c in batch]
-            dense, sparse = await anyio.to_thread.run_sync(self._encode, texts)
+            dense, sparse, seconds = await anyio.to_thread.run_sync(self._encode, texts)
             await self._store.upsert(
                 collection,
                 [EmbeddedChunk(c, d, s) for c, d, s in zip(batch, dense, sparse, strict=True)],
             )
+            telemetry.ingest_embedded(collection, len(batch), batch_tokens, seconds)
+            batch_tokens = 0
             for c in batch:
                 pending[c.doc_id] -= 1
                 if pending[c.doc_id] == 0:
@@ -350,8 +390,9 @@ class IngestPipeline:
                     summary.added += 1
                 hashes[item.doc_id] = item.chunks[0].content_hash
                 pending[item.doc_id] = len(item.chunks)
-                for chunk in item.chunks:
+                for chunk, tokens in zip(item.chunks, item.tokens, strict=True):
                     batch.append(chunk)
+                    batch_tokens += tokens
                     if len(batch) >= self._batch_size:
                         await flush()
             await flush()

@@ -116,7 +116,8 @@ class VectorStore(Protocol):
         ...
 
     async def stats(self, collection: str, *, access: Access) -> CollectionStats:
-        """The documents and chunks the caller may see."""
+        """The documents and chunks the caller may see; for a caller who sees all of the
+        collection, also its size on disk and its last change (CollectionStats)."""
         ...
 
     async def count(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, get_args
 
 from pipelines.access import GROUPS_FIELD
@@ -156,9 +157,18 @@ class DocState:
 
 @dataclass(frozen=True, slots=True)
 class CollectionStats:
+    """A collection as one caller sees it. `documents` and `chunks` are those it may read;
+    `size_bytes` and `last_ingest_at` describe the whole collection, so a caller that cannot
+    read all of it gets None for both (they would tell it about documents it may not see)."""
+
     name: str
     documents: int
     chunks: int
+    # Disk the collection takes (None: the backend cannot tell, e.g. a Qdrant server).
+    size_bytes: int | None = None
+    # UTC time of the last write that changed it (None: never written since it was created,
+    # or last written before the store kept the time).
+    last_ingest_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

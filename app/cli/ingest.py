@@ -1,4 +1,10 @@
-"""`rag ingest`: files and folders into a collection, with progress and a summary."""
+"""`rag ingest`: files and folders into a collection, with progress, a summary and metrics.
+
+A run is not a server that Prometheus could scrape: with `--metrics-file` or `--pushgateway`
+it counts what it did in a registry of its own (the service's ingest metrics) and, when it
+ends, writes a node_exporter textfile and/or pushes to a Pushgateway. Neither can fail the
+ingest: what landed stays landed, a metrics sink that is away is a warning.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,12 @@ from pipelines.errors import InvalidInput
 from pipelines.settings import Settings
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from ingest.pipeline import IngestSummary
+
+PUSH_JOB = "ragserve_ingest"
+PUSH_TIMEOUT_S = 10.0
 
 
 def ingest(
@@ -30,6 +41,28 @@ def ingest(
             "(default: public; a .jsonl line's own 'groups' wins)."
         ),
     ] = "",
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file",
+            metavar="PATH",
+            help="When the run ends (also with failed files), write its metrics in Prometheus "
+            "text format to PATH, replacing it atomically: documents by outcome, chunks, "
+            "embedding tokens and seconds (ragserve_ingest_*). For node_exporter, put it in "
+            "its --collector.textfile.directory with a .prom name.",
+        ),
+    ] = None,
+    pushgateway: Annotated[
+        str | None,
+        typer.Option(
+            "--pushgateway",
+            metavar="URL",
+            help="When the run ends (also with failed files), push the same metrics to the "
+            f"Prometheus Pushgateway at URL (e.g. http://pushgateway:9091), job '{PUSH_JOB}', "
+            "grouped by collection (each push replaces the collection's last). A gateway that "
+            "is away is a warning, not a failed ingest.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -39,21 +72,42 @@ def ingest(
     """
     start_command(verbose)
     from ingest.job import open_pipeline
+    from pipelines.telemetry import NO_TELEMETRY, Telemetry
 
     try:
         access_list = parse_groups(groups)
     except InvalidInput as exc:
         raise fail(f"--groups: {exc.message}") from exc
+    if metrics_file is not None and not metrics_file.parent.is_dir():
+        raise fail(f"--metrics-file: no folder {metrics_file.parent} to write {metrics_file.name}")
     settings = Settings()
+    registry: CollectorRegistry | None = None
+    telemetry: Telemetry = NO_TELEMETRY
+    if metrics_file is not None or pushgateway:
+        from prometheus_client import CollectorRegistry
+
+        from app.metrics import PrometheusTelemetry
+
+        prometheus = PrometheusTelemetry(CollectorRegistry())
+        registry, telemetry = prometheus.registry, prometheus
 
     async def main() -> IngestSummary:
         async with open_pipeline(settings) as pipeline:
             with progress_bar(as_json, width=44) as bar:
                 return await pipeline.run(
-                    paths, collection, prune=prune, progress=IngestBar(bar), groups=access_list
+                    paths,
+                    collection,
+                    prune=prune,
+                    progress=IngestBar(bar),
+                    groups=access_list,
+                    telemetry=telemetry,
                 )
 
-    summary = run(main())
+    try:
+        summary = run(main())
+    finally:  # a run that stopped on an error reports what it did up to there
+        if registry is not None:
+            publish(registry, collection, metrics_file, pushgateway)
     if as_json:
         out.print_json(json.dumps(summary.to_dict()))
     else:
@@ -66,3 +120,31 @@ def ingest(
             console.print(f"  [red]failed[/] {f['source']}: {f['reason']}")
     if summary.failed:
         raise typer.Exit(code=1)
+
+
+def publish(
+    registry: CollectorRegistry, collection: str, path: Path | None, gateway: str | None
+) -> None:
+    """Write the run's metrics to `path` and push them to `gateway`, each as asked; a failure
+    of either is a warning on stderr (the ingest itself is done)."""
+    from prometheus_client import push_to_gateway, write_to_textfile
+
+    if path is not None:
+        try:
+            write_to_textfile(str(path), registry)
+        except OSError as exc:
+            console.print(f"[yellow]warning[/]: metrics not written to {path}: {exc}")
+    if gateway:
+        try:
+            push_to_gateway(
+                gateway,
+                job=PUSH_JOB,
+                registry=registry,
+                grouping_key={"collection": collection},
+                timeout=PUSH_TIMEOUT_S,
+            )
+        except Exception as exc:  # refused, unresolvable, a timeout, an HTTP error, a bad URL
+            console.print(
+                f"[yellow]warning[/]: metrics not pushed to {gateway}: {type(exc).__name__}: {exc}",
+                soft_wrap=True,
+            )

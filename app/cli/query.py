@@ -7,6 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.cli.console import check_mode, console, fail, out, run, start_command
@@ -59,28 +62,54 @@ def _hit_json(hit: Hit) -> dict[str, Any]:
 
 
 def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Documents and chunks per collection."""
+    """Per collection: documents, chunks, size on disk and the last ingest (UTC).
+
+    The last ingest is the last write that changed the collection (an ingest, an upload, a
+    deletion). A Qdrant server does not report sizes: '-' (null in JSON).
+    """
     start_command()
+    from app.schemas import CollectionList, CollectionOut
     from pipelines.core import open_core
 
     settings = Settings()
 
-    async def main() -> list[dict[str, Any]]:
+    async def main() -> list[CollectionOut]:
         async with open_core(settings) as core:
-            rows = []
-            for name in await core.store.list_collections():
-                s = await core.store.stats(name, access=FULL_ACCESS)
-                rows.append({"name": s.name, "documents": s.documents, "chunks": s.chunks})
-            return rows
+            names = await core.store.list_collections()
+            return [CollectionOut.of(await core.store.stats(n, access=FULL_ACCESS)) for n in names]
 
     rows = run(main())
     if as_json:
-        out.print_json(json.dumps({"collections": rows}))
+        typer.echo(CollectionList(collections=rows).model_dump_json(indent=2))
         return
-    table = Table("collection", "documents", "chunks")
+    if not rows:
+        out.print("no collections (rag ingest creates one)")
+        return
+    table = Table(caption="times in UTC", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("collection", overflow="fold")
+    for column in ("documents", "chunks", "size"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("last ingest", no_wrap=True)
     for r in rows:
-        table.add_row(r["name"], str(r["documents"]), str(r["chunks"]))
-    out.print(table)
+        table.add_row(
+            escape(r.name),
+            f"{r.documents:,}",
+            f"{r.chunks:,}",
+            "-" if r.size_bytes is None else _size(r.size_bytes),
+            r.last_ingest_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_ingest_at else "never",
+        )
+    # Piped or redirected there is no terminal to fit: the table whole (as `rag keys list`).
+    (out if out.is_terminal else Console(width=200)).print(table)
+
+
+def _size(n: int) -> str:
+    """Bytes for humans, in powers of 1024 (as `du -h`): 512 B, 1.5 MiB."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def ask(

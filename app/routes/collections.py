@@ -1,4 +1,4 @@
-"""GET /v1/collections: the collections and their sizes (the chat page lists them)."""
+"""GET /v1/collections: the collections, their sizes and last ingest (the chat page lists them)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ router = APIRouter(tags=["collections"])
 @router.get(
     "/collections",
     response_model=CollectionList,
-    summary="List the collections the key may read, with the documents and chunks it sees",
+    summary="List the collections the key may read: the documents and chunks it sees, the "
+    "size on disk and the last ingest",
 )
 async def list_collections(caller: CallerDep, services: ServicesDep) -> CollectionList:
     rows = []
     for name in caller.visible(await services.store.list_collections()):
-        s = await services.store.stats(name, access=caller.access)
-        rows.append(CollectionOut(name=s.name, documents=s.documents, chunks=s.chunks))
+        rows.append(CollectionOut.of(await services.store.stats(name, access=caller.access)))
     return CollectionList(collections=rows)

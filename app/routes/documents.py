@@ -162,7 +162,11 @@ async def upload_documents(
         with tempfile.TemporaryDirectory(prefix="ragserve-upload-") as tmp:
             saved = await anyio.to_thread.run_sync(_save, files, names, Path(tmp))
             summary = await services.pipeline.run(
-                list(saved), collection, names=saved, groups=run_groups
+                list(saved),
+                collection,
+                names=saved,
+                groups=run_groups,
+                telemetry=services.telemetry,
             )
         failed = [FailedFile(**f) for f in summary.failed]
         landed = [n for n in names if not any(f.source == n for f in failed)]

@@ -2,19 +2,56 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field
+
+from pipelines.types import CollectionStats
+
+_WHOLE = "null for a key that cannot read every document of the collection"
 
 
 class CollectionOut(BaseModel):
     name: str
-    documents: int
-    chunks: int
+    documents: int = Field(description="Documents this key may read")
+    chunks: int = Field(description="Chunks this key may read")
+    size_bytes: int | None = Field(
+        description="Disk the collection takes, in bytes: its folder under the data dir (the "
+        "embedded store). null on a Qdrant server, whose API does not report it, and " + _WHOLE
+    )
+    last_ingest_at: datetime | None = Field(
+        description="UTC time of the last write that changed the collection (an ingest, an "
+        "upload, a deletion); null if it was never written since it was created (or not since "
+        "this field exists), and " + _WHOLE
+    )
+
+    @classmethod
+    def of(cls, stats: CollectionStats) -> CollectionOut:
+        return cls(
+            name=stats.name,
+            documents=stats.documents,
+            chunks=stats.chunks,
+            size_bytes=stats.size_bytes,
+            last_ingest_at=stats.last_ingest_at,
+        )
 
 
 class CollectionList(BaseModel):
     model_config = {
         "json_schema_extra": {
-            "examples": [{"collections": [{"name": "default", "documents": 3, "chunks": 4}]}]
+            "examples": [
+                {
+                    "collections": [
+                        {
+                            "name": "default",
+                            "documents": 3,
+                            "chunks": 4,
+                            "size_bytes": 1843200,
+                            "last_ingest_at": "2026-11-30T09:12:44.120731Z",
+                        }
+                    ]
+                }
+            ]
         }
     }
     collections: list[CollectionOut]

@@ -7,6 +7,7 @@ import shutil
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +29,7 @@ from pipelines.stores.schema import (
     check_collection_name,
     dense_of,
 )
-from pipelines.stores.store import QdrantStore
+from pipelines.stores.store import Footprint, QdrantStore
 from pipelines.stores.terms import (
     DenseNearest,
     FilterSyntax,
@@ -41,6 +42,7 @@ from pipelines.types import EmbeddedChunk, Filters, Hit, SparseVector
 
 T = TypeVar("T")
 _META = "ragserve.json"  # written last when a shard is created: a shard without it is torn
+_WRITTEN = "ragserve-written.json"  # the collection's last change (QdrantStore.commit)
 _POINT_BYTES = 16 * 1024  # disk a point may take at most when written (WAL + segment), text aside
 _INDEX_TYPES = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
 
@@ -364,6 +366,26 @@ class EdgeBackend:
             await self._run(self._finish, collection)
             self._dirty.discard(collection)
         self._index_bytes.pop(collection, None)
+
+    def _footprint(self, collection: str) -> Footprint:
+        path = self._path(collection)
+        with storage_faults(f"read collection '{collection}'", path):
+            size = allocated_bytes(path)
+            written = path / _WRITTEN
+            at = json.loads(written.read_text())["at"] if written.is_file() else None
+        return Footprint(size_bytes=size, written_at=datetime.fromisoformat(at) if at else None)
+
+    async def footprint(self, collection: str) -> Footprint:
+        """The shard's folder under the data dir (blocks in use) and the time in its side file."""
+        return await self._run(self._footprint, collection)
+
+    def _mark_written(self, collection: str, at: datetime) -> None:
+        path = self._path(collection)
+        with storage_faults(f"write to collection '{collection}'", path):
+            write_atomically(path / _WRITTEN, json.dumps({"at": at.isoformat()}))
+
+    async def mark_written(self, collection: str, at: datetime) -> None:
+        await self._run(self._mark_written, collection, at)
 
     async def healthy(self) -> bool:
         return True

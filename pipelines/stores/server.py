@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
@@ -16,7 +18,7 @@ from pipelines.errors import CollectionNotFound, DependencyUnavailable
 from pipelines.ranking import Scored
 from pipelines.stores.config import StoreConfig
 from pipelines.stores.schema import DENSE, PAYLOAD_INDEXES, SPARSE, STATE_FIELDS, Layout, dense_of
-from pipelines.stores.store import QdrantStore
+from pipelines.stores.store import Footprint, QdrantStore
 from pipelines.stores.terms import (
     DenseNearest,
     FilterSyntax,
@@ -26,6 +28,10 @@ from pipelines.stores.terms import (
     vectors_of,
 )
 from pipelines.types import EmbeddedChunk, Filters, Hit, SparseVector
+
+log = logging.getLogger(__name__)
+# The collection metadata key (Qdrant 1.16+) holding the collection's last change.
+WRITTEN_KEY = "ragserve_written_at"
 
 # A readiness probe answers within this (or the client's timeout, if shorter): /readyz must
 # not hang for a search's timeout on a server that accepts connections and never answers.
@@ -279,6 +285,30 @@ class ServerBackend:
 
     async def commit(self, collection: str) -> None:
         return None  # the server indexes in the background; upserts use wait=True
+
+    async def footprint(self, collection: str) -> Footprint:
+        """The last change from the collection's metadata. The size is unknown: the
+        collection API reports points, not bytes (each node's telemetry knows its own
+        shards' segments only)."""
+        with self._reaching(f"read collection '{collection}'", collection):
+            info = await self._client.get_collection(collection)
+        at = (info.config.metadata or {}).get(WRITTEN_KEY)
+        return Footprint(
+            size_bytes=None,
+            written_at=datetime.fromisoformat(at) if isinstance(at, str) else None,
+        )
+
+    async def mark_written(self, collection: str, at: datetime) -> None:
+        """Merged into the collection's metadata (other keys kept). A server older than 1.16
+        refuses the field: the time then stays unknown, the write it follows stands."""
+        metadata = {WRITTEN_KEY: at.isoformat()}
+        try:
+            with self._reaching(f"write to collection '{collection}'", collection):
+                await self._client.update_collection(collection, metadata=metadata)
+        except UnexpectedResponse as exc:
+            log.warning(
+                "%s keeps no collection metadata (%s): last ingest unknown", self._where, exc
+            )
 
     async def healthy(self) -> bool:
         """The server lists its collections within the probe's bound."""

@@ -7,16 +7,23 @@ read's `Selection`, `EmbeddedChunk`, the `Nearest` queries of stores/terms.py) i
 engine's and does the I/O, as qdrant-client's `QdrantLocal` and `QdrantRemote` do behind one
 `QdrantBase`. Every read takes the caller's `Access`: the store checks the collection before
 it touches the backend and puts the document condition into the engine's query itself.
+
+The time a collection last changed is the store's to keep, as every backend's engine knows
+only points: a write marks its collection, and the commit that ends the run records the time
+through the backend (Edge: a file beside the shard; a server: the collection's metadata), so
+reading it costs one small read per collection, never a scroll over its points.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pipelines.access import GROUPS_FIELD, Access
-from pipelines.errors import CollectionNotFound, SchemaMismatch
+from pipelines.errors import CollectionNotFound, RagError, SchemaMismatch
 from pipelines.ranking import Query, Scored, ranked_search, rescore_oversampling
 from pipelines.stores.config import StoreConfig
 from pipelines.stores.schema import Layout, check_collection_name
@@ -39,6 +46,14 @@ from pipelines.types import (
 )
 
 SCROLL_PAGE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What a backend can tell of a whole collection besides its points."""
+
+    size_bytes: int | None  # disk it takes; None: the backend cannot tell
+    written_at: datetime | None  # the last change recorded (`mark_written`); None: none yet
 
 
 class QdrantBackend(Protocol):
@@ -94,6 +109,15 @@ class QdrantBackend(Protocol):
 
     async def commit(self, collection: str) -> None: ...
 
+    async def footprint(self, collection: str) -> Footprint:
+        """The collection's size on disk and its last recorded change: a read of the
+        backend's own bookkeeping, whatever the number of points."""
+        ...
+
+    async def mark_written(self, collection: str, at: datetime) -> None:
+        """Record that the collection changed at `at`, durably (read back by `footprint`)."""
+        ...
+
     async def healthy(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -135,6 +159,8 @@ class QdrantStore:
         self.config = config
         self._backend = backend
         self._ready: set[str] = set()  # checked and open: no backend round trip to use them
+        # Collections written since their last commit, and when (recorded at the commit).
+        self._written: dict[str, datetime] = {}
 
     async def ensure_collection(self, collection: str, *, create: bool) -> None:
         if collection in self._ready:  # Edge: no worker-thread hop on every search
@@ -165,6 +191,7 @@ class QdrantStore:
     async def drop_collection(self, collection: str) -> None:
         check_collection_name(collection)
         self._ready.discard(collection)
+        self._written.pop(collection, None)
         await self._backend.drop(collection)
 
     async def upsert(self, collection: str, points: Sequence[EmbeddedChunk]) -> None:
@@ -177,16 +204,19 @@ class QdrantStore:
         except CollectionNotFound:  # gone since it was checked: create it again, once
             await self.ensure_collection(collection, create=True)
             await self._backend.upsert(collection, points)
+        self._wrote(collection)
 
     async def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> None:
         if not doc_ids:
             return
         await self.ensure_collection(collection, create=False)
         await self._backend.delete(collection, {"doc_id": list(doc_ids)}, None)
+        self._wrote(collection)
 
     async def delete_stale_chunks(self, collection: str, doc_id: str, keep_hash: str) -> None:
         await self.ensure_collection(collection, create=False)
         await self._backend.delete(collection, {"doc_id": doc_id}, {"content_hash": keep_hash})
+        self._wrote(collection)
 
     async def set_document_groups(
         self, collection: str, doc_id: str, groups: Sequence[str]
@@ -194,6 +224,10 @@ class QdrantStore:
         await self.ensure_collection(collection, create=False)
         payload = {GROUPS_FIELD: sorted(set(groups))}
         await self._backend.set_payload(collection, {"doc_id": doc_id}, payload)
+        self._wrote(collection)
+
+    def _wrote(self, collection: str) -> None:
+        self._written[collection] = datetime.now(UTC)
 
     # -- reads: each checks the caller's access first and selects only what it may see ----
 
@@ -224,7 +258,23 @@ class QdrantStore:
             # Each document's first chunk is its chunk 0.
             selection = Selection({"chunk_index": 0}, access.groups)
             docs = await self._backend.count(collection, selection)
-        return CollectionStats(name=collection, documents=docs, chunks=chunks)
+            # The size and the time are the whole collection's: only for a caller who reads
+            # all of it (every document, or every one there is now: one more count).
+            whole = access.groups is None or chunks == await self._backend.count(
+                collection, Selection(None, None)
+            )
+            if not whole:
+                return CollectionStats(name=collection, documents=docs, chunks=chunks)
+            footprint = await self._backend.footprint(collection)
+        pending = self._written.get(collection)  # written here, not yet committed
+        written = [t for t in (footprint.written_at, pending) if t is not None]
+        return CollectionStats(
+            name=collection,
+            documents=docs,
+            chunks=chunks,
+            size_bytes=footprint.size_bytes,
+            last_ingest_at=max(written, default=None),
+        )
 
     async def count(
         self, collection: str, filters: Filters | None = None, *, access: Access
@@ -237,12 +287,25 @@ class QdrantStore:
 
     async def commit(self, collection: str) -> None:
         await self._backend.commit(collection)
+        await self._record_write(collection)
+
+    async def _record_write(self, collection: str) -> None:
+        """The commit's time as the collection's last change, if this store wrote to it: the
+        time of the commit, not of the write, so that of two processes writing one server's
+        collection the later commit wins."""
+        if collection not in self._written:
+            return
+        await self._backend.mark_written(collection, datetime.now(UTC))
+        self._written.pop(collection, None)
 
     async def healthy(self) -> bool:
         return await self._backend.healthy()
 
     async def close(self) -> None:
         self._ready.clear()
+        for collection in list(self._written):  # written without a commit (a run that failed)
+            with suppress(RagError):  # the backend is going away: closing must not fail on it
+                await self._record_write(collection)
         await self._backend.close()
 
     # -- search: ranked_search over the candidate queries below ----------------------------

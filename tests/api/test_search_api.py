@@ -124,10 +124,18 @@ async def test_openapi_and_the_docs_page_document_search(client: httpx.AsyncClie
     assert (await client.get("/docs")).status_code == 200
 
 
-async def test_collections_are_listed_with_counts(client: httpx.AsyncClient) -> None:
+async def test_collections_are_listed_with_counts_size_and_last_ingest(
+    client: httpx.AsyncClient,
+) -> None:
     r = await client.get("/v1/collections")
     assert r.status_code == 200
-    assert r.json()["collections"] == [{"name": "default", "documents": 3, "chunks": 4}]
+    (row,) = r.json()["collections"]
+    assert {k: row[k] for k in ("name", "documents", "chunks")} == {
+        "name": "default",
+        "documents": 3,
+        "chunks": 4,
+    }
+    assert row["size_bytes"] > 0 and row["last_ingest_at"].endswith("Z")
 
 
 async def test_metrics_count_requests_per_route(client: httpx.AsyncClient) -> None:
