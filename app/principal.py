@@ -11,22 +11,33 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from functools import partial
+from typing import TYPE_CHECKING, Annotated
 
+import anyio
 from fastapi import Depends, Request
 
-from app.quotas import Quotas
 from pipelines.access import FULL_ACCESS, Access, Role, role_at_least
 from pipelines.chain import Answer
-from pipelines.errors import Forbidden, Unauthorized
+from pipelines.errors import Forbidden, RagError, Unauthorized
 from pipelines.keys import ApiKey, KeyStore
+from pipelines.pricing import Cost, estimate
 from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+log = logging.getLogger(__name__)
 
 # Without keys, the key database is asked again at most this often whether one now exists
 # (a `rag keys create` in another process closes an open server within this time).
 _RECHECK_S = 1.0
+# A server without keys counts its answers' usage under this id (GET /v1/usage shows it).
+OPEN_USAGE_ID = "open"
 # What a role may do, in the words a 403 uses.
 _ROLE_NEEDED_FOR = {
     "read": "search and ask",
@@ -131,12 +142,19 @@ class KeyGate:
 
 class Caller:
     """The request's principal, as a route uses it: each check raises 403 (role or scope)
-    and notes the collection for the audit line."""
+    and notes the collection for the audit line; `charge` counts what an answer used."""
 
-    def __init__(self, principal: Principal, request: Request, quotas: Quotas | None) -> None:
+    def __init__(self, principal: Principal, request: Request, services: Services) -> None:
         self.principal = principal
         self._request = request
-        self._quotas = quotas
+        self._services = services
+        self._quotas = services.quotas
+
+    @property
+    def usage_id(self) -> str:
+        """Whose usage totals this caller's answers add to: its key's id, `bootstrap`, or
+        `open` on a server without keys."""
+        return self.principal.key_id if self.principal.authenticated else OPEN_USAGE_ID
 
     @property
     def role(self) -> Role:
@@ -178,13 +196,56 @@ class Caller:
         if self._quotas is not None:
             await self._quotas.check_tokens(self.principal.key_id, self.principal.tokens_per_day)
 
-    async def charge(self, answer: Answer) -> None:
-        """Counts the tokens an answer generated (also when it was cut short)."""
-        self._request.state.audit_tokens = answer.usage.completion_tokens
-        if self._quotas is not None and self.principal.tokens_per_day is not None:
-            await self._quotas.add_tokens(
-                self.principal.key_id, answer.usage.completion_tokens, self.principal.tokens_per_day
-            )
+    async def charge(self, answer: Answer, model: str | None = None) -> Cost:
+        """Counts what an answer used, also when it was cut short: the key's generated tokens
+        for the day, its usage totals in the key database, the cost counters and the
+        request's log line. `model` is the one the request asked for (None: the default).
+
+        Shielded from cancellation: a stream whose client left still generated its tokens,
+        and the key database's write (a worker thread) finishes either way."""
+        usage = answer.usage
+        llm = self._services.settings.llm
+        cost = estimate(llm, model, usage.prompt_tokens, usage.completion_tokens)
+        state = self._request.state
+        state.audit_usage = (usage.prompt_tokens, usage.completion_tokens)
+        state.audit_cost = cost
+        self._services.telemetry.cost(cost.model, cost.usd, cost.reference_usd)
+        with anyio.CancelScope(shield=True):
+            if self._quotas is not None and self.principal.tokens_per_day is not None:
+                await self._quotas.add_tokens(
+                    self.principal.key_id, usage.completion_tokens, self.principal.tokens_per_day
+                )
+            await self._record_usage(usage.prompt_tokens, usage.completion_tokens, cost)
+        return cost
+
+    def charger(self, model: str | None) -> Callable[[Answer], Awaitable[None]]:
+        """`charge` at `model`, as a stream's `finish` (run once, when the answer ends)."""
+
+        async def finish(answer: Answer) -> None:
+            await self.charge(answer, model)
+
+        return finish
+
+    async def _record_usage(self, prompt_tokens: int, completion_tokens: int, cost: Cost) -> None:
+        keys = self._services.keys
+        if keys is None:  # no key database (tests, an embedded use): nothing to total
+            return
+        record = partial(
+            keys.record_usage,
+            self.usage_id,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost.usd,
+            reference_cost_usd=cost.reference_usd or 0.0,
+        )
+        rid = getattr(self._request.state, "request_id", "-")
+        # The answer has been given: its bookkeeping failing is logged, not made its error.
+        try:
+            await anyio.to_thread.run_sync(record)
+        except RagError as exc:
+            log.warning("request %s: usage of key %s not recorded: %s", rid, self.usage_id, exc)
+        except Exception:
+            log.exception("request %s: usage of key %s not recorded", rid, self.usage_id)
 
 
 async def get_caller(request: Request) -> Caller:
@@ -192,8 +253,7 @@ async def get_caller(request: Request) -> Caller:
     if not isinstance(principal, Principal):
         # Every /v1 request passes app/auth.py first; one that did not is refused, not served.
         raise Unauthorized("this request was not authenticated")
-    services = request.app.state.services
-    return Caller(principal, request, services.quotas)
+    return Caller(principal, request, request.app.state.services)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -80,9 +80,11 @@ async def relay(
     finally:
         if not generated:  # the relay was stopped mid-answer: its client is gone
             log.info("request %s: client disconnected, generation aborted", rid)
-        await answer.aclose()
-        if finish is not None:  # the tokens generated count, however the stream ended
-            await finish(answer)
+        try:
+            await answer.aclose()
+        finally:
+            if finish is not None:  # the tokens generated count, however the stream ended
+                await finish(answer)
 
 
 def event_response(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -24,7 +24,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from app.logs import LogLevel, configure_logging
 from pipelines.errors import RagError
+from pipelines.settings import LogSettings, Settings
 from pipelines.types import SEARCH_MODES, SearchMode
 
 T = TypeVar("T")
@@ -34,16 +36,28 @@ console = Console(stderr=True)
 out = Console()
 
 
-def start_command(verbose: bool = False) -> None:
+def start_command(verbose: bool = False, *, serving: bool = False) -> None:
     """Logging, and the offline model environment (the models ship in packages: never ask
-    the Hugging Face Hub)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    the Hugging Face Hub).
+
+    Logs are in RAG_LOG__FORMAT. `rag serve` logs at RAG_LOG__LEVEL; other commands write
+    their results and progress on the consoles, so they log warnings only unless
+    RAG_LOG__LEVEL is set (or `--verbose`: debug)."""
+    log = _log_settings()
+    level: LogLevel = log.level if serving or "level" in log.model_fields_set else "warning"
+    configure_logging(log, level="debug" if verbose else level)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _log_settings() -> LogSettings:
+    """RAG_LOG__* alone: a settings error elsewhere is the command's own to report (it reads
+    the settings next, and says what is wrong in one line)."""
+    try:
+        return Settings().log
+    except ValidationError:
+        return LogSettings()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from contextlib import AsyncExitStack
 from typing import Annotated
 
@@ -21,7 +20,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default RAG_SERVER__PORT).")] = None,
 ) -> None:
     """Run the query service (OpenAPI docs at /docs)."""
-    start_command()
+    start_command(serving=True)
     import uvicorn
 
     from app.main import create_app
@@ -30,7 +29,6 @@ def serve(
     from pipelines.keys import KeyStore
 
     settings = Settings()
-    logging.getLogger().setLevel(logging.INFO)
     bind = host or settings.server.host
     # Only a start that would be open off loopback needs to ask the key database (the
     # services open it anyway): the usual start opens it once.
@@ -50,7 +48,12 @@ def serve(
         "app.main:create_app",  # replaced in main() by the app over the services built there
         host=bind,
         port=port or settings.server.port,
-        log_level="info",
+        # uvicorn's loggers get no handlers of their own: they reach the root handler
+        # (`start_command`), in RAG_LOG__FORMAT. Its access log is off: `app/auth.py` writes
+        # the one line per request, with the route, key, tokens and cost.
+        log_config=None,
+        log_level=settings.log.level,
+        access_log=False,
     )
 
     async def main() -> None:

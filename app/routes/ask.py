@@ -23,9 +23,12 @@ from app.schemas import (
     UsageOut,
     check_message_chars,
 )
+from app.schemas.usage import CostOut
 from app.services import Services
 from app.sse import json_event, relay
 from pipelines.chain import Answer, AskInput
+from pipelines.pricing import estimate
+from pipelines.settings import LLMSettings
 from pipelines.types import ChatMessage
 
 router = APIRouter(tags=["ask"])
@@ -50,7 +53,9 @@ _SSE_DOC = """Server-Sent Events, in this order (every frame has an `id:`
   "page", "score", "text"}]}`
 * `token` — 0..n: `{"text": "..."}`
 * `done` — terminal: `{"finish_reason": "stop"|"length", "usage": {"prompt_tokens",
-  "completion_tokens", "total_tokens"}, "latency_ms": {"retrieval", "ttft", "total"}}`
+  "completion_tokens", "total_tokens"}, "cost": {"usd", "reference_usd", "reference_model"},
+  "latency_ms": {"retrieval", "ttft", "total"}}` (`cost`: the estimate at RAG_LLM__PRICES, and
+  at the reference hosted model's list price)
 * `error` — terminal instead of `done`: `{"error": {"code", "message", "request_id",
   "retryable"}}`
 
@@ -105,19 +110,26 @@ async def ask(
     chain = services.require_chain()
     await caller.before_generation()
     answer, text = await answer_text(chain, ask_input, request)
-    await caller.charge(answer)
+    cost = await caller.charge(answer, ask_input.model)
     return AskResponse(
         answer=text,
         sources=SourceOut.many(answer),
         finish_reason=answer.finish_reason,
         usage=UsageOut.of(answer.usage),
+        cost=CostOut.of(cost),
         latency_ms=answer.latency_ms(),
         query=answer.query,
     )
 
 
 class AskFrames:
-    """`sources`, `token`…, then `done` or `error`; the stream gives each its id."""
+    """`sources`, `token`…, then `done` or `error`; the stream gives each its id. `done`
+    carries the cost of the answer's usage at `model`'s price (the relay charges the same
+    usage once the stream ends)."""
+
+    def __init__(self, llm: LLMSettings, model: str | None) -> None:
+        self._llm = llm
+        self._model = model
 
     def _event(self, name: str, data: object) -> ServerSentEvent:
         return json_event(data, event=name)
@@ -129,9 +141,12 @@ class AskFrames:
         return self._event("token", TokenEvent(text=text).model_dump())
 
     def end(self, answer: Answer) -> Iterable[ServerSentEvent]:
+        usage = answer.usage
+        cost = estimate(self._llm, self._model, usage.prompt_tokens, usage.completion_tokens)
         done = DoneEvent(
             finish_reason=answer.finish_reason,
-            usage=UsageOut.of(answer.usage),
+            usage=UsageOut.of(usage),
+            cost=CostOut.of(cost),
             latency_ms=answer.latency_ms(),
         )
         yield self._event("done", done.model_dump())
@@ -163,7 +178,9 @@ async def ask_stream(
     chain = services.require_chain()
     await caller.before_generation()
     answer = await unless_disconnected(request, rid, chain.answer(ask_input))
-    return started(request, owner, relay(answer, AskFrames(), rid, caller.charge), server)
+    frames = AskFrames(services.settings.llm, ask_input.model)
+    charge = caller.charger(ask_input.model)
+    return started(request, owner, relay(answer, frames, rid, charge), server)
 
 
 @router.delete(

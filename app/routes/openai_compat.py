@@ -31,10 +31,13 @@ from app.schemas.openai import (
     ModelCard,
     ModelList,
 )
+from app.schemas.usage import CostOut
 from app.services import Services
 from app.sse import json_event, stream_response
 from pipelines.chain import Answer, AskInput
 from pipelines.errors import BadRequest, InvalidInput, NotFound
+from pipelines.pricing import estimate
+from pipelines.settings import LLMSettings
 from pipelines.types import ChatMessage
 
 router = APIRouter(tags=["openai"])
@@ -164,7 +167,7 @@ async def chat_completions(
     created = int(time.time())
     if not body.stream:
         answer, text = await answer_text(chain, ask_input, request)
-        await caller.charge(answer)
+        cost = await caller.charge(answer, ask_input.model)
         return ChatCompletion(
             id=completion_id,
             created=created,
@@ -173,27 +176,46 @@ async def chat_completions(
                 Choice(message=AssistantMessage(content=text), finish_reason=answer.finish_reason)
             ],
             usage=UsageOut.of(answer.usage),
+            cost=CostOut.of(cost),
             sources=SourceOut.many(answer),
         )
     answer = await unless_disconnected(request, rid, chain.answer(ask_input))
-    frames = ChunkFrames(completion_id, created, body.model, body.include_usage)
+    frames = ChunkFrames(
+        completion_id, created, body.model, body.include_usage, services.settings.llm, ask_input
+    )
     ping_s = services.settings.server.sse_ping_s
-    return stream_response(answer, frames, rid, ping_s=ping_s, finish=caller.charge)
+    charge = caller.charger(ask_input.model)
+    return stream_response(answer, frames, rid, ping_s=ping_s, finish=charge)
 
 
 class ChunkFrames:
     """`chat.completion.chunk` data events, ending with `data: [DONE]`; an error is the
-    error envelope as a data event (what OpenAI's SDKs raise from)."""
+    error envelope as a data event (what OpenAI's SDKs raise from).
 
-    def __init__(self, cid: str, created: int, model: str, include_usage: bool) -> None:
+    With `stream_options.include_usage`, every chunk has `"usage": null` but the last, which
+    has no choices and the whole answer's usage (OpenAI's rule). The answer's `cost` (our
+    extra) is on the last chunk before `[DONE]`: the usage chunk, or without one the chunk
+    with the finish reason and `sources`."""
+
+    def __init__(
+        self,
+        cid: str,
+        created: int,
+        model: str,
+        include_usage: bool,
+        llm: LLMSettings,
+        ask: AskInput,
+    ) -> None:
         self._head: dict[str, Any] = {"id": cid, "created": created, "model": model}
         self._include_usage = include_usage
+        self._llm = llm
+        self._llm_model = ask.model
 
     def _chunk(self, delta: Delta, finish: str | None = None, **extra: Any) -> ServerSentEvent:
         chunk = ChatCompletionChunk(
             **self._head, choices=[ChunkChoice(delta=delta, finish_reason=finish)], **extra
         )
-        return json_event(chunk.wire())
+        return json_event(chunk.wire(null_usage=self._include_usage))
 
     def start(self, answer: Answer) -> Iterable[ServerSentEvent]:
         yield self._chunk(Delta(role="assistant", content=""))
@@ -202,10 +224,19 @@ class ChunkFrames:
         return self._chunk(Delta(content=text))
 
     def end(self, answer: Answer) -> Iterable[ServerSentEvent]:
-        yield self._chunk(Delta(), answer.finish_reason, sources=SourceOut.many(answer))
-        if self._include_usage:
-            usage = ChatCompletionChunk(**self._head, choices=[], usage=UsageOut.of(answer.usage))
-            yield json_event(usage.wire())
+        usage = answer.usage
+        cost = CostOut.of(
+            estimate(self._llm, self._llm_model, usage.prompt_tokens, usage.completion_tokens)
+        )
+        sources = SourceOut.many(answer)
+        if not self._include_usage:
+            yield self._chunk(Delta(), answer.finish_reason, sources=sources, cost=cost)
+        else:
+            yield self._chunk(Delta(), answer.finish_reason, sources=sources)
+            last = ChatCompletionChunk(
+                **self._head, choices=[], usage=UsageOut.of(usage), cost=cost
+            )
+            yield json_event(last.wire())
         yield ServerSentEvent(data="[DONE]")
 
     def error(self, error: ErrorEnvelope) -> ServerSentEvent:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.schemas.query import AnswerOptions, SourceOut, UsageOut
+from app.schemas.usage import CostOut
 
 
 class ContentPart(BaseModel):
@@ -121,7 +122,7 @@ class Choice(BaseModel):
 
 
 class ChatCompletion(BaseModel):
-    """`chat.completion`, with the answer's sources in an extra `sources` field."""
+    """`chat.completion`, with the answer's sources and estimated cost in extra fields."""
 
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -129,6 +130,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: UsageOut
+    cost: CostOut
     sources: list[SourceOut]
 
 
@@ -146,7 +148,7 @@ class ChunkChoice(BaseModel):
 
 class ChatCompletionChunk(BaseModel):
     """`chat.completion.chunk`; the last content chunk carries `sources`, a usage chunk (when
-    asked for) has no choices."""
+    asked for) has no choices; the last chunk of all carries `cost`."""
 
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
@@ -155,15 +157,19 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice]
     usage: UsageOut | None = None
     sources: list[SourceOut] | None = None
+    cost: CostOut | None = None
 
-    def wire(self) -> dict[str, Any]:
-        """As OpenAI sends it: a delta holds only what it carries; `usage` and `sources`
-        appear only on the chunks that have them."""
-        data = self.model_dump(exclude={"usage", "sources"})
+    def wire(self, *, null_usage: bool = False) -> dict[str, Any]:
+        """As OpenAI sends it: a delta holds only what it carries; `usage`, `sources` and
+        `cost` appear only on the chunks that have them, except that with `null_usage`
+        (`stream_options.include_usage`) every chunk has `usage`, null until the last."""
+        data = self.model_dump(exclude={"usage", "sources", "cost"})
         for out, choice in zip(data["choices"], self.choices, strict=True):
             out["delta"] = choice.delta.model_dump(exclude_none=True)
         if self.sources is not None:
             data["sources"] = [s.model_dump() for s in self.sources]
-        if self.usage is not None:
-            data["usage"] = self.usage.model_dump()
+        if self.usage is not None or null_usage:
+            data["usage"] = None if self.usage is None else self.usage.model_dump()
+        if self.cost is not None:
+            data["cost"] = self.cost.model_dump()
         return data

@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from app.schemas.usage import CostOut
 from pipelines.access import Access
 from pipelines.chain import AskInput
 from pipelines.settings import LLMSettings, ServerSettings
@@ -373,6 +374,7 @@ class AskResponse(BaseModel):
     sources: list[SourceOut]
     finish_reason: str
     usage: UsageOut
+    cost: CostOut
     latency_ms: dict[str, float]
     query: str = Field(description="The query used for retrieval (rewritten for follow-ups).")
 
@@ -391,4 +393,5 @@ class TokenEvent(BaseModel):
 class DoneEvent(BaseModel):
     finish_reason: str
     usage: UsageOut
+    cost: CostOut
     latency_ms: dict[str, float]

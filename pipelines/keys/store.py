@@ -9,7 +9,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,6 +42,7 @@ from pipelines.keys.records import (
     token_id,
 )
 from pipelines.keys.schema import ApiKeyRow
+from pipelines.keys.usage import UsageDay, add_usage, usage_days
 from pipelines.stores.faults import reason_of
 
 MIGRATIONS: Final = Path(__file__).resolve().parent / "migrations"
@@ -228,6 +229,30 @@ class KeyStore:
         if held is not None:
             with self._touched_lock:
                 self._touched[key_id] = held
+
+    def record_usage(
+        self,
+        key_id: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float,
+        reference_cost_usd: float,
+        now: datetime | None = None,
+    ) -> None:
+        """Count one answer on its key's total for the UTC day (`now`, default: now)."""
+        day = (now or datetime.now(UTC)).astimezone(UTC).date()
+        added = UsageDay(
+            key_id, day, 1, prompt_tokens, completion_tokens, cost_usd, reference_cost_usd
+        )
+        with self._session(write=True) as session:
+            add_usage(session, added)
+
+    def usage(self, since: date, until: date, *, key_id: str | None = None) -> Sequence[UsageDay]:
+        """The daily totals from `since` to `until` (UTC days, both included) of one key, or
+        of every key; by key, then day."""
+        with self._session() as session:
+            return usage_days(session, since, until, key_id)
 
     @contextmanager
     def _session(self, *, write: bool = False) -> Iterator[Session]:

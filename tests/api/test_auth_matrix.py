@@ -56,6 +56,8 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/v1/keys"): Row("admin", scoped=False),
     ("GET", "/v1/keys/{key_id}"): Row("admin", scoped=False),
     ("DELETE", "/v1/keys/{key_id}"): Row("admin", scoped=False),
+    # Any key (its own totals; an admin's: every key's).
+    ("GET", "/v1/usage"): Row("read", scoped=False),
 }
 # Who holds too low a role for each role, on collection `alpha`.
 LOWER = {"write": "alpha_read", "admin": "alpha_write"}

@@ -1,4 +1,5 @@
-"""The key store on SQLite and on a real PostgreSQL server: the same tests on both."""
+"""The key store (keys and usage totals) on SQLite and on a real PostgreSQL server: the same
+tests on both."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config
 
 from pipelines.access import Access
 from pipelines.errors import ConfigError, DependencyUnavailable, InvalidInput, Unauthorized
-from pipelines.keys import ApiKey, KeyNotFound, KeyStore
+from pipelines.keys import ApiKey, KeyNotFound, KeyStore, UsageDay
 from pipelines.keys.records import hash_token
+from pipelines.keys.store import MIGRATIONS, _engine
 from tests.support.postgres import dump_text, fresh_database, postgres_server
 from tests.support.sockets import free_port
 
@@ -322,3 +326,94 @@ def test_unreachable_database_is_unavailable_without_showing_the_password() -> N
 def test_a_url_that_is_no_database_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="RAG_DATABASE__URL"):
         KeyStore.open("not a url")
+
+
+# -- usage totals (the `key_usage` table, migration 0002) -----------------------------------
+
+
+def test_usage_adds_up_per_key_and_utc_day(store: KeyStore) -> None:
+    late = datetime(2026, 12, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5)))  # 04:30 UTC
+    for now, key_id in ((late, "aaaaaaaaaaaa"), (late, "aaaaaaaaaaaa"), (late, "bootstrap")):
+        store.record_usage(
+            key_id,
+            prompt_tokens=42,
+            completion_tokens=5,
+            cost_usd=0.25,
+            reference_cost_usd=0.5,
+            now=now,
+        )
+    store.record_usage(
+        "aaaaaaaaaaaa",
+        prompt_tokens=1,
+        completion_tokens=2,
+        cost_usd=0.125,
+        reference_cost_usd=0.0,
+        now=late - timedelta(days=1),
+    )
+    december = store.usage(date(2026, 11, 1), date(2026, 12, 31))
+    assert [(u.key_id, u.day) for u in december] == [
+        ("aaaaaaaaaaaa", date(2026, 12, 1)),
+        ("aaaaaaaaaaaa", date(2026, 12, 2)),  # the UTC day, not the local one
+        ("bootstrap", date(2026, 12, 2)),
+    ]
+    assert december[1] == UsageDay("aaaaaaaaaaaa", date(2026, 12, 2), 2, 84, 10, 0.5, 1.0)
+    assert december[0] == UsageDay("aaaaaaaaaaaa", date(2026, 12, 1), 1, 1, 2, 0.125, 0.0)
+    # Both ends are included; one key only when asked.
+    (only,) = store.usage(date(2026, 12, 2), date(2026, 12, 2), key_id="bootstrap")
+    assert only.requests == 1
+    assert store.usage(date(2026, 12, 3), date(2026, 12, 31)) == []
+
+
+def test_usage_increments_from_many_threads_and_stores_lose_none(url: str) -> None:
+    """Replicas (or the server's worker threads) charging one key at once: the upsert adds,
+    never reads then writes."""
+    stores = [KeyStore.open(url), KeyStore.open(url)]
+    try:
+
+        def charge(i: int) -> None:
+            stores[i % 2].record_usage(
+                "cccccccccccc",
+                prompt_tokens=10,
+                completion_tokens=1,
+                cost_usd=0.5,
+                reference_cost_usd=0.25,
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            for done in [pool.submit(charge, i) for i in range(60)]:
+                done.result(timeout=60)
+        today = datetime.now(UTC).date()
+        (total,) = stores[0].usage(today - timedelta(days=1), today + timedelta(days=1))
+        assert (total.requests, total.prompt_tokens, total.completion_tokens) == (60, 600, 60)
+        assert (total.cost_usd, total.reference_cost_usd) == (30.0, 15.0)
+    finally:
+        for keys in stores:
+            keys.close()
+
+
+def test_a_database_made_before_usage_is_migrated_on_open(url: str) -> None:
+    """A key database at revision 0001 (before usage totals) keeps its keys and gains the
+    usage table when the new version opens it."""
+    engine = _engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    engine.dispose()
+    old = KeyStore(_engine(url))  # the schema as 0001 left it: keys, no usage
+    key, token = old.create(name="before", role="read", collections=["alpha"])
+    with pytest.raises(Exception, match="key_usage"):
+        old.usage(date(2026, 1, 1), date(2026, 1, 1))
+    old.close()
+    store = KeyStore.open(url)
+    try:
+        assert store.authenticate(token) == key
+        store.record_usage(
+            "dddddddddddd", prompt_tokens=1, completion_tokens=1, cost_usd=0, reference_cost_usd=0
+        )
+        today = datetime.now(UTC).date()
+        assert [u.requests for u in store.usage(today, today)] == [1]
+    finally:
+        store.close()
