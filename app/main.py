@@ -13,9 +13,19 @@ from starlette.types import Message, Receive, Scope, Send
 from app.asgi import HttpMiddleware
 from app.auth import ApiKeyAuth, bearer
 from app.errors import error_responses, install_error_handlers, request_id
-from app.metrics import install_metrics
+from app.metrics import attach_telemetry, detach_telemetry, install_metrics
 from app.resume import StreamRegistry
-from app.routes import ask, collections, documents, health, keys, openai_compat, search, ui
+from app.routes import (
+    ask,
+    collections,
+    documents,
+    health,
+    keys,
+    openai_compat,
+    search,
+    ui,
+    usage,
+)
 from app.services import Services, build_services
 from pipelines.settings import Settings
 
@@ -37,7 +47,12 @@ class RequestId(HttpMiddleware):
         await self.inner(scope, receive, send_with_id)
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, services: Services | None = None, metrics: bool = True
+) -> FastAPI:
+    """The service. `metrics=False`: no /metrics and nothing measured (the baseline of the
+    instrumentation's overhead benchmark, `bench/metrics_overhead.py`)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -45,6 +60,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 app.state.services = services
             else:
                 app.state.services = await build_services(settings or Settings(), stack)
+            if telemetry is not None:
+                # The services were built before the app: their parts are measured from now
+                # (and no longer once this app is gone: tests serve one Services twice).
+                attach_telemetry(app.state.services, telemetry)
+                stack.callback(detach_telemetry, app.state.services)
             # Closed first (last in): generations still running are aborted before the
             # services they use go away.
             app.state.answer_streams = StreamRegistry()
@@ -60,7 +80,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     install_error_handlers(app)
     # Added first, so innermost: the 401 is counted by the metrics and carries X-Request-ID.
     app.add_middleware(ApiKeyAuth)
-    install_metrics(app)
+    telemetry = install_metrics(app) if metrics else None
 
     app.add_middleware(RequestId)
 
@@ -72,7 +92,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     v1 = APIRouter(
         prefix="/v1", dependencies=[Depends(bearer)], responses=error_responses(401, 403, 429)
     )
-    for module in (search, ask, collections, documents, openai_compat, keys):
+    for module in (search, ask, collections, documents, openai_compat, keys, usage):
         v1.include_router(module.router)
     app.include_router(v1)
     return app

@@ -91,6 +91,7 @@ class Services:
             max_concurrent_for(generator, llm.max_concurrent),
             llm.max_queue,
             llm.queue_timeout_s,
+            telemetry=self.telemetry,  # a generator started after the app is measured too
         )
         admitted = AdmittedGenerator(generator, self.admission, timeout_s=llm.timeout_s)
         self.generator = generator

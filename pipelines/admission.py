@@ -8,6 +8,10 @@ and the next gets `Overloaded` (429) with a Retry-After estimated from how fast 
 A waiter whose client leaves gives its place in the queue back at once; one that waits past
 `queue_timeout_s` gets `QueueTimeout` (503, retryable). `AdmittedGenerator` puts any Generator
 behind the gate and gives each generation its deadline (`UpstreamTimeout`, 504).
+
+Every generation passes the gate, so the gate is where it is measured (`Admission.telemetry`,
+attachable after construction): the wait for a place, the time from the place to the first
+text, the gaps between texts, and how it ended, with the engine's token counts.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from pipelines.errors import Overloaded, QueueTimeout, UpstreamTimeout
+from pipelines.errors import Overloaded, QueueTimeout, RagError, UpstreamTimeout
+from pipelines.telemetry import NO_TELEMETRY, GenerationOutcome, Telemetry
 from pipelines.types import GenerationChunk, GenerationRequest
 
 if TYPE_CHECKING:
@@ -47,6 +52,7 @@ class Admission:
         queue_timeout_s: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         if max_concurrent < 1 or max_queue < 0 or queue_timeout_s <= 0:
             raise ValueError("admission needs max_concurrent >= 1, max_queue >= 0, a timeout > 0")
@@ -57,6 +63,8 @@ class Admission:
         self._running = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._mean_s: float | None = None  # EWMA of how long a place is held
+        # Who measures the generations through this gate (set by the app once it exists).
+        self.telemetry = telemetry
 
     @property
     def capacity(self) -> int:
@@ -194,27 +202,85 @@ class AdmittedGenerator:
     async def close(self) -> None:
         await self._inner.close()
 
+    def model_label(self, request: GenerationRequest) -> str:
+        """The model a generation is counted under: one the generator serves (a client's
+        unknown name must not become a label of its own)."""
+        names = self._inner.model_names
+        if request.model is not None and request.model in names:
+            return request.model
+        return names[0] if names else "unknown"
+
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
-        async with self._admission.place():
-            deadline = asyncio.get_running_loop().time() + self._timeout_s
-            inner = aiter(self._inner.stream(request))
-            try:
-                while True:
-                    # The deadline around each step only, never around a yield: the consumer's
-                    # own work between chunks must not be cancelled by it.
-                    async with asyncio.timeout_at(deadline) as step:
-                        try:
-                            chunk = await anext(inner)
-                        except StopAsyncIteration:
-                            return
-                    yield chunk
-            except TimeoutError:
-                if not step.expired():
-                    raise
-                raise UpstreamTimeout(
-                    f"generation took longer than RAG_LLM__TIMEOUT_S={self._timeout_s:g} s"
-                ) from None
-            finally:
-                closer = getattr(inner, "aclose", None)
-                if closer is not None:
-                    await closer()
+        telemetry = self._admission.telemetry
+        model = self.model_label(request)
+        asked = time.perf_counter()
+        started: float | None = None
+        last_text: float | None = None
+        finish: GenerationChunk | None = None
+        # Anything else that ends it is a failure nobody classified (a bug, not an error code).
+        outcome: GenerationOutcome = "failed"
+        reason = "internal_error"
+        try:
+            async with self._admission.place():
+                started = time.perf_counter()
+                telemetry.generation_queued(model, started - asked)
+                # Closed with this stream, at once: the inner one aborts the engine's request.
+                async with contextlib.aclosing(self._steps(request)) as steps:
+                    async for chunk in steps:
+                        if chunk.text:
+                            now = time.perf_counter()
+                            if last_text is None:
+                                telemetry.generation_first_token(model, now - started)
+                            else:
+                                telemetry.generation_token_gap(model, now - last_text)
+                            last_text = now
+                        if chunk.finish_reason is not None:
+                            finish = chunk
+                        yield chunk
+            outcome, reason = "stop", ""  # ended without a finish chunk: nothing cut it short
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome, reason = "aborted", "client_gone"
+            raise
+        except UpstreamTimeout as exc:
+            outcome, reason = "timeout", exc.code
+            raise
+        except RagError as exc:
+            outcome, reason = "failed", exc.code
+            raise
+        finally:
+            if finish is not None and finish.finish_reason is not None:
+                # The engine said how it ended; a consumer closing after that aborted nothing.
+                outcome, reason = finish.finish_reason, ""
+            telemetry.generation_ended(
+                model,
+                outcome,
+                prompt_tokens=(finish.prompt_tokens or 0) if finish is not None else 0,
+                completion_tokens=(finish.completion_tokens or 0) if finish is not None else 0,
+                seconds=time.perf_counter() - started if started is not None else 0.0,
+                reason=reason,
+            )
+
+    async def _steps(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        """The inner stream under the deadline (the caller holds the place)."""
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        inner = aiter(self._inner.stream(request))
+        try:
+            while True:
+                # The deadline around each step only, never around a yield: the consumer's
+                # own work between chunks must not be cancelled by it.
+                async with asyncio.timeout_at(deadline) as step:
+                    try:
+                        chunk = await anext(inner)
+                    except StopAsyncIteration:
+                        return
+                yield chunk
+        except TimeoutError:
+            if not step.expired():
+                raise
+            raise UpstreamTimeout(
+                f"generation took longer than RAG_LLM__TIMEOUT_S={self._timeout_s:g} s"
+            ) from None
+        finally:
+            closer = getattr(inner, "aclose", None)
+            if closer is not None:
+                await closer()

@@ -19,6 +19,7 @@ from weakref import WeakKeyDictionary
 import anyio
 
 from pipelines.errors import ConfigError, RagError
+from pipelines.telemetry import NO_TELEMETRY, BatchKind, Telemetry
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -74,6 +75,8 @@ class MicroBatcher(Generic[T, R]):
         max_wait_ms: float = 0.0,
         limiter: anyio.CapacityLimiter | None = None,
         name: str = "batch",
+        kind: BatchKind | None = None,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         if max_batch < 1 or max_wait_ms < 0:
             raise ConfigError(f"{name}: max_batch={max_batch} must be ≥ 1, max_wait_ms ≥ 0")
@@ -85,6 +88,9 @@ class MicroBatcher(Generic[T, R]):
         self._name = name
         self._lanes: WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane[T, R]] = WeakKeyDictionary()
         self.stats = BatchStats()
+        # What each model call is reported as (None: not reported), and to whom.
+        self.kind: BatchKind | None = kind
+        self.telemetry = telemetry
 
     async def submit(self, item: T) -> R:
         if self.max_batch == 1:
@@ -150,6 +156,8 @@ class MicroBatcher(Generic[T, R]):
 
     async def _call(self, items: list[T]) -> list[R]:
         self.stats.record(len(items))
+        if self.kind is not None:
+            self.telemetry.batch(self.kind, len(items))
         results = await anyio.to_thread.run_sync(self._fn, items, limiter=self._limiter)
         if len(results) != len(items):
             raise RagError(f"{self._name}: {len(results)} results for {len(items)} inputs")

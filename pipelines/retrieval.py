@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -21,6 +22,7 @@ from pipelines.microbatch import BatchStats, MicroBatcher
 from pipelines.ports import Embedder, Reranker, SparseEncoder, VectorStore
 from pipelines.ranking import dedupe_hits
 from pipelines.settings import EmbeddingSettings, RetrievalSettings
+from pipelines.telemetry import NO_TELEMETRY, Telemetry
 from pipelines.types import Filters, Hit, SearchMode
 
 _DEFAULTS = RetrievalSettings()
@@ -35,6 +37,14 @@ class RetrievalService:
     chunks are dropped; the best k are returned. Concurrent searches share their model calls:
     query embeddings go through one micro-batcher, reranks through another (one model call
     at a time between them, as each uses every core).
+
+    Each search is reported to `telemetry` (attachable after construction) by phase: `embed`
+    is the query's vectors as the search waited for them (the BM25 encoding, and the dense
+    embedding including its wait for a batch); `search` the store's own time, the wait for
+    the embedding taken out (in hybrid mode the sparse search runs during the embedding, so
+    that overlapped part counts under `embed`: the phases add up to the wall time instead of
+    counting it twice); `rerank`; `total`. Then the hits returned, and each model call's
+    batch size.
     """
 
     def __init__(
@@ -52,6 +62,7 @@ class RetrievalService:
         dedupe_similarity: float = _DEFAULTS.dedupe_similarity,
         query_batch_max: int = _BATCHING.query_batch_max,
         query_batch_wait_ms: float = _BATCHING.query_batch_wait_ms,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -70,6 +81,7 @@ class RetrievalService:
             max_wait_ms=query_batch_wait_ms,
             limiter=limiter,
             name="query embeddings",
+            kind="query",
         )
         self._reranks = (
             MicroBatcher(
@@ -78,10 +90,24 @@ class RetrievalService:
                 max_wait_ms=query_batch_wait_ms,
                 limiter=limiter,
                 name="reranks",
+                kind="rerank",
             )
             if reranker is not None
             else None
         )
+        self.telemetry = telemetry
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Who measures the searches (and the micro-batchers' calls)."""
+        return self._telemetry
+
+    @telemetry.setter
+    def telemetry(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+        self._queries.telemetry = telemetry
+        if self._reranks is not None:
+            self._reranks.telemetry = telemetry
 
     @classmethod
     def from_settings(
@@ -137,10 +163,15 @@ class RetrievalService:
         if k > self.max_k:
             raise InvalidInput(f"k={k} is above the limit of {self.max_k}")
         mode = mode or self.default_mode
+        began = time.perf_counter()
         # The store checks the collection, and awaits the embedding when it needs it (hybrid:
         # after starting the sparse side).
-        dense = partial(self._embed_query, query) if mode in ("dense", "hybrid") else None
+        embedding_s: list[float] = []
+        dense = (
+            partial(self._embed_query, query, embedding_s) if mode in ("dense", "hybrid") else None
+        )
         sparse = self.sparse.encode_query(query) if mode in ("sparse", "hybrid") else None
+        encoded = time.perf_counter()
         fetch = max(k, self.rerank_candidates) if self.reranker is not None else k
         if self.dedupe:
             fetch += min(k, 20)  # room for the duplicates dropped below
@@ -153,14 +184,29 @@ class RetrievalService:
             access=access,
             filters=filters,
         )
+        searched = time.perf_counter()
+        reranked = searched
         if self._reranks is not None and hits:
             hits = await self._rerank(self._reranks, query, hits)
+            reranked = time.perf_counter()
         if self.dedupe:
             hits = dedupe_hits(hits, self.dedupe_similarity, limit=k)
-        return hits[:k]
+        hits = hits[:k]
+        telemetry, embedded = self._telemetry, sum(embedding_s)
+        telemetry.retrieval_phase(mode, "embed", encoded - began + embedded)
+        telemetry.retrieval_phase(mode, "search", max(0.0, searched - encoded - embedded))
+        if reranked > searched:
+            telemetry.retrieval_phase(mode, "rerank", reranked - searched)
+        telemetry.retrieval_phase(mode, "total", time.perf_counter() - began)
+        telemetry.retrieval_hits(collection, mode, len(hits))
+        return hits
 
-    async def _embed_query(self, query: str) -> list[float]:
-        return await self._queries.submit(query)
+    async def _embed_query(self, query: str, spent: list[float]) -> list[float]:
+        began = time.perf_counter()
+        try:
+            return await self._queries.submit(query)
+        finally:
+            spent.append(time.perf_counter() - began)
 
     async def _rerank(
         self,

@@ -1,4 +1,9 @@
-"""Generator adapter running vLLM in-process (AsyncLLM): the embedded default, CPU or GPU."""
+"""Generator adapter running vLLM in-process (AsyncLLM): the embedded default, CPU or GPU.
+
+The engine's own statistics (KV-cache usage, requests running and waiting in its scheduler)
+come from a stat logger that keeps only the latest values (`engine_stats()`), for the metrics
+to read when scraped: nothing is computed per token beyond what vLLM does with stats on.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,10 +36,35 @@ log = logging.getLogger(__name__)
 _KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 
 
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """The engine scheduler's state after its latest step."""
+
+    kv_cache_usage: float  # fraction of the KV-cache blocks in use, 0–1
+    running: int
+    waiting: int
+
+
+class _LatestStats:
+    """Where the engine's stat logger leaves its latest values (written and read on the
+    event loop: the engine's output handler is a task of it)."""
+
+    def __init__(self) -> None:
+        self.latest: EngineStats | None = None
+
+
 class VllmEngineGenerator:
     """Streams chat answers from an in-process vLLM engine; build it with `start()`."""
 
-    def __init__(self, engine: Any, tokenizer: Any, *, name: str, max_model_len: int) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_model_len: int,
+        stats: _LatestStats | None = None,
+    ) -> None:
         # Use `start()`: it resolves the weights and builds the engine off the event loop.
         self._engine = engine
         self._tokenizer = tokenizer
@@ -42,17 +73,26 @@ class VllmEngineGenerator:
         self._tokenizer_lock = threading.Lock()
         self._name = name
         self._max_model_len = max_model_len
+        self._stats = stats
         self._closed = False
 
     @classmethod
-    async def start(cls, settings: LLMSettings, cache_dir: Path) -> VllmEngineGenerator:
-        """Resolve the model (converting the bundled GGUF once) and start the engine."""
+    async def start(
+        cls, settings: LLMSettings, cache_dir: Path, *, engine_stats: bool = True
+    ) -> VllmEngineGenerator:
+        """Resolve the model (converting the bundled GGUF once) and start the engine.
+        `engine_stats=False`: vLLM keeps no statistics (the metrics benchmark's baseline)."""
         model_path = await asyncio.to_thread(resolve_model, settings.model, cache_dir)
         await asyncio.to_thread(_import_vllm)
         began = time.perf_counter()
-        engine, tokenizer = await asyncio.to_thread(_build_engine, settings, model_path)
+        stats = _LatestStats() if engine_stats else None
+        engine, tokenizer = await asyncio.to_thread(_build_engine, settings, model_path, stats)
         generator = cls(
-            engine, tokenizer, name=settings.model, max_model_len=settings.max_model_len
+            engine,
+            tokenizer,
+            name=settings.model,
+            max_model_len=settings.max_model_len,
+            stats=stats,
         )
         log.info(
             "vLLM engine ready with %s (%s) in %.1f s",
@@ -94,6 +134,13 @@ class VllmEngineGenerator:
         except Exception:
             return False
         return True
+
+    def engine_stats(self) -> EngineStats | None:
+        """The scheduler's KV-cache usage and queues after its latest step; None before the
+        first step, with statistics off, or once shut down."""
+        if self._closed or self._stats is None:
+            return None
+        return self._stats.latest
 
     def active_requests(self) -> int:
         """Requests the engine still tracks (running or queued); 0 once every stream ended."""
@@ -212,8 +259,44 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def _build_engine(settings: LLMSettings, model_path: str) -> tuple[Any, Any]:
-    """Blocking: vLLM loads weights and starts its engine-core process (about a minute on CPU)."""
+def _stat_logger(box: _LatestStats) -> Any:
+    """A vLLM stat logger class (a per-engine factory) that keeps the scheduler's latest
+    figures in `box`. Its `record` runs once per engine step, in the output handler."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class LatestStatsLogger(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            self.engine_index = engine_index
+
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
+            if scheduler_stats is None:
+                return
+            box.latest = EngineStats(
+                kv_cache_usage=float(scheduler_stats.kv_cache_usage),
+                running=int(scheduler_stats.num_running_reqs),
+                # Waiting as vLLM's own log line counts it: deferred requests wait too.
+                waiting=int(scheduler_stats.num_waiting_reqs)
+                + int(getattr(scheduler_stats, "num_skipped_waiting_reqs", 0)),
+            )
+
+        def log_engine_initialized(self) -> None:
+            return None
+
+    return LatestStatsLogger
+
+
+def _build_engine(
+    settings: LLMSettings, model_path: str, stats: _LatestStats | None = None
+) -> tuple[Any, Any]:
+    """Blocking: vLLM loads weights and starts its engine-core process (about a minute on CPU).
+    With `stats`, the engine keeps statistics for our logger only (vLLM's periodic log line
+    stays off: `disable_log_stats`)."""
     from transformers import AutoTokenizer
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.platforms import current_platform
@@ -240,7 +323,8 @@ def _build_engine(settings: LLMSettings, model_path: str) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         if tokenizer.chat_template is None:
             raise ConfigError(f"model '{model_path}' has no chat template; use an instruct model")
-        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        loggers = [_stat_logger(stats)] if stats is not None else None
+        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args), stat_loggers=loggers)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"vLLM could not load model '{model_path}': {exc}") from exc
     return engine, tokenizer
