@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from pipelines.access import FULL_ACCESS
 from pipelines.admission import Admission, AdmittedGenerator
 from pipelines.chain import RagChain
 from pipelines.core import Core, build_core
+from pipelines.embedder.sentence_transformer import nvidia_present
+from pipelines.embedder.sessions import cpu_threads
 from pipelines.errors import GeneratorUnavailable
 from pipelines.keys import KeyStore
 from pipelines.ports import Embedder, Generator, VectorStore
@@ -188,10 +191,27 @@ async def _warm_up(retrieval: RetrievalService, collection: str) -> None:
     log.info("warm-up %s in %.0f ms", what, (time.perf_counter() - started) * 1000)
 
 
+def beside_local_engine(settings: Settings) -> Settings:
+    """The settings with the embedder's threads sized to share a CPU with the in-process
+    engine. vLLM binds its compute to every core but those it reserves for the serving
+    process (VLLM_CPU_NUM_OF_RESERVED_CPU, 1 by default); an embedder that spreads a query
+    over the engine's cores too waits for the busiest one. On 2 cores, search p99 while
+    generation is saturated: 406 ms with 2 threads, 93 ms with 1 (docs/benchmarks.md).
+    Unchanged when RAG_EMBEDDING__THREADS is set, on a GPU, or with a server upstream."""
+    if settings.embedding.threads is not None or settings.llm.base_url is not None:
+        return settings
+    if nvidia_present():
+        return settings
+    reserved = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "").strip()
+    threads = max(1, min(int(reserved) if reserved.isdigit() else 1, cpu_threads()))
+    embedding = settings.embedding.model_copy(update={"threads": threads})
+    return settings.model_copy(update={"embedding": embedding})
+
+
 async def build_services(
     settings: Settings, stack: AsyncExitStack, *, start_generator: bool = True
 ) -> Services:
-    core = build_core(settings)
+    core = build_core(beside_local_engine(settings) if start_generator else settings)
     stack.push_async_callback(core.close)
     # Refuse to start on a collection built with another embedder (checked now, not later).
     for name in await core.store.list_collections():

