@@ -6,43 +6,21 @@ machine without one."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.services import Services
 from pipelines.settings import Settings
 from tests.support.fakes import ScriptedGenerator
+from tests.support.metrics import get, has_nvml, parse
 from tests.support.servers import in_process_client, live_server
 from tests.support.sse import aiter_events, parse_events
 
 WAIT_S = 10.0
 MODES = ("dense", "sparse", "hybrid")
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def get(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-def has_nvml() -> bool:
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return False
-    return True
 
 
 @pytest.fixture

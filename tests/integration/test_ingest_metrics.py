@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.metrics import PrometheusTelemetry
@@ -24,41 +23,28 @@ from pipelines.core import open_core
 from pipelines.embedder import SentenceTransformerEmbedder
 from pipelines.settings import Settings
 from tests.support.documents import CORRUPT_PDF
+from tests.support.metrics import Samples, get, parse
 from tests.support.servers import in_process_client
 from tests.support.snapshots import edge_snapshot
 
 pytestmark = pytest.mark.slow
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 OUTCOMES = ("added", "updated", "unchanged", "deleted", "failed")
 LATE = b"# Late\n\nA note written after the others."
 
 
-def _parse(text: str) -> Samples:
-    """Every sample of a Prometheus text exposition, by name and labels."""
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def _value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
 def _documents(samples: Samples, collection: str = "default") -> dict[str, float | None]:
     return {
-        o: _value(samples, "ragserve_ingest_documents_total", collection=collection, outcome=o)
+        o: get(samples, "ragserve_ingest_documents_total", collection=collection, outcome=o)
         for o in OUTCOMES
     }
 
 
 def _embedded(samples: Samples, collection: str = "default") -> tuple[float, float, float]:
     c = {"collection": collection}
-    chunks = _value(samples, "ragserve_ingest_chunks_total", **c)
-    tokens = _value(samples, "ragserve_ingest_embedding_tokens_total", **c)
-    seconds = _value(samples, "ragserve_ingest_embedding_seconds_total", **c)
+    chunks = get(samples, "ragserve_ingest_chunks_total", **c)
+    tokens = get(samples, "ragserve_ingest_embedding_tokens_total", **c)
+    seconds = get(samples, "ragserve_ingest_embedding_seconds_total", **c)
     assert chunks is not None and tokens is not None and seconds is not None, samples
     return chunks, tokens, seconds
 
@@ -93,7 +79,7 @@ async def test_ingest_runs_count_documents_by_outcome_and_the_tokens_embedded(
     def samples() -> Samples:
         from prometheus_client import generate_latest
 
-        return _parse(generate_latest(telemetry.registry).decode())
+        return parse(generate_latest(telemetry.registry).decode())
 
     first_chunks = await ingest()
     after_first = samples()
@@ -185,7 +171,7 @@ def test_rag_ingest_writes_a_metrics_textfile_and_pushes_it_also_when_files_fail
     proc = _rag([*args, "--pushgateway", url], tmp_path / "data")
     assert proc.returncode == 1, proc.stderr  # the corrupt PDF failed; the rest landed
     summary = json.loads(proc.stdout)
-    written = _parse(textfile.read_text())
+    written = parse(textfile.read_text())
     assert _documents(written, "notes") == {
         "added": 2,
         "updated": 0,
@@ -197,7 +183,7 @@ def test_rag_ingest_writes_a_metrics_textfile_and_pushes_it_also_when_files_fail
     assert chunks == summary["chunks"] == 2
     assert tokens > chunks and seconds > 0
     assert [p[:2] for p in pushed] == [("PUT", "/metrics/job/ragserve_ingest/collection/notes")]
-    assert _parse(pushed[0][2]) == written
+    assert parse(pushed[0][2]) == written
     assert list(textfile.parent.iterdir()) == [textfile]  # replaced atomically: no temp left
 
 
@@ -248,7 +234,7 @@ async def test_an_upload_moves_the_services_ingest_counters(
         ]
         r = await client.post("/v1/collections/default/documents", files=files)
         assert r.status_code == 201, r.text
-        first = _parse((await client.get("/metrics")).text)
+        first = parse((await client.get("/metrics")).text)
         assert _documents(first) == {
             "added": 1,
             "updated": 0,
@@ -262,6 +248,6 @@ async def test_an_upload_moves_the_services_ingest_counters(
         assert seconds > 0
         again = await client.post("/v1/collections/default/documents", files=files[:1])
         assert again.status_code == 200, again.text
-        second = _parse((await client.get("/metrics")).text)
+        second = parse((await client.get("/metrics")).text)
         assert _documents(second)["unchanged"] == 1
         assert _embedded(second) == (chunks, tokens, seconds)

@@ -8,31 +8,18 @@ import asyncio
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.services import Services
 from pipelines.generators.vllm_engine import VllmEngineGenerator
 from pipelines.settings import Settings
+from tests.support.metrics import get, parse
 from tests.support.servers import live_server
 from tests.support.sse import parse_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 WAIT_S = 10.0
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def get(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
 
 
 async def test_a_streamed_answer_is_one_ttft_and_its_usage_in_the_counters(

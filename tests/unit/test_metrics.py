@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 from dataclasses import dataclass
 
 import pytest
@@ -19,6 +18,7 @@ from pipelines.gpu import GpuProbe
 from pipelines.microbatch import MicroBatcher
 from pipelines.types import ChatMessage, GenerationChunk, GenerationRequest
 from tests.support.fakes import ScriptedGenerator
+from tests.support.metrics import has_nvml
 
 REQUEST = GenerationRequest(
     messages=[ChatMessage("user", "How hot is Venus?")], max_tokens=8, temperature=0.0
@@ -269,14 +269,6 @@ def test_without_a_gate_or_engine_or_gpu_the_live_gauges_are_absent() -> None:
     assert not {n for n in names(registry) if n.startswith(live)}
     if not has_nvml():
         assert not {n for n in names(registry) if n.startswith("ragserve_gpu_")}
-
-
-def has_nvml() -> bool:
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(has_nvml(), reason="an NVIDIA driver is present: GPUs are measured")
