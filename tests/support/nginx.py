@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,12 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop
 from tests.support.sockets import free_port
 
 NGINX = os.environ.get("RAG_TEST_NGINX", "/usr/sbin/nginx")
 SHIPPED_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 START_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 10.0
 CHECK_TIMEOUT_S = 30.0
 _START_ATTEMPTS = 3  # another process may take the free port before nginx binds it
 
@@ -149,7 +148,7 @@ def nginx_proxy(upstream_url: str) -> Iterator[NginxProxy]:
                 if _wait_until_accepting(process, port):
                     break
             except BaseException:
-                _stop(process)
+                stop(process)
                 raise
             output = stderr.read_text(errors="replace")
             if attempt == _START_ATTEMPTS - 1 or "Address already in use" not in output:
@@ -159,7 +158,7 @@ def nginx_proxy(upstream_url: str) -> Iterator[NginxProxy]:
         try:
             yield proxy
         finally:
-            _stop(process)
+            stop(process)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -177,16 +176,3 @@ def _wait_until_accepting(process: subprocess.Popen[bytes], port: int) -> bool:
             raise TimeoutError(f"nginx did not accept on port {port} within {START_TIMEOUT_S} s")
         time.sleep(0.02)
     return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (nginx's fast shutdown: open streams are cut, not waited for), then SIGKILL
-    to its process group (master and workers) if it lingers."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT_S)

@@ -15,7 +15,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.processes import stop
 from tests.support.sockets import free_port
 
 PROMETHEUS = os.environ.get("RAG_TEST_PROMETHEUS", "/usr/bin/prometheus")
@@ -35,7 +35,6 @@ SHIPPED_CONF = Path(__file__).resolve().parents[2] / "deploy" / "prometheus.yml"
 SHIPPED_TARGET = "ragserve:8000"
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "ragserve.json"
 START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 CHECK_TIMEOUT_S = 30.0
 WAIT_S = 30.0  # the default bound on a wait for a scrape to show something
 _POLL_S = 0.2
@@ -316,7 +315,7 @@ def prometheus_server(target_url: str, *, interval: str = "1s") -> Iterator[Prom
                 if _wait_until_ready(process, url):
                     break
             except BaseException:
-                _stop(process)
+                stop(process)
                 raise
             output = log.read_text(errors="replace")
             if attempt == _START_ATTEMPTS - 1 or "address already in use" not in output:
@@ -325,7 +324,7 @@ def prometheus_server(target_url: str, *, interval: str = "1s") -> Iterator[Prom
             yield Prometheus(url=url, workdir=workdir, client=client)
     finally:
         if process is not None:
-            _stop(process)
+            stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -343,16 +342,3 @@ def _wait_until_ready(process: subprocess.Popen[bytes], url: str) -> bool:
             raise TimeoutError(f"prometheus was not ready at {url} within {START_TIMEOUT_S} s")
         time.sleep(0.05)
     return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (Prometheus closes its TSDB and exits), then SIGKILL to its process group if it
-    lingers."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT_S)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import redis
 
+from tests.support.processes import stop
 from tests.support.sockets import free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 START_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 10.0
 
 
 def redis_server_missing() -> str | None:
@@ -50,7 +50,7 @@ def redis_server(port: int | None = None) -> Iterator[str]:
             _wait_for_ping(process, port, log_path)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            _stop(process)
+            stop(process)
 
 
 def _wait_for_ping(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
@@ -71,7 +71,7 @@ def _wait_for_ping(process: subprocess.Popen[bytes], port: int, log_path: Path) 
             except (redis.ConnectionError, redis.TimeoutError):  # not listening yet, or loading
                 pass
             if time.monotonic() > deadline:
-                _stop(process)
+                stop(process)
                 raise TimeoutError(
                     f"redis-server on port {port} did not answer PING within "
                     f"{START_TIMEOUT_S:.0f} s"
@@ -79,15 +79,3 @@ def _wait_for_ping(process: subprocess.Popen[bytes], port: int, log_path: Path) 
             time.sleep(0.02)
     finally:
         client.close()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (Redis exits at once, saving nothing), then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT_S)
