@@ -11,6 +11,18 @@ from typing import Any
 
 import httpx
 
+# Questions the samples/ documents answer: the streaming and load benches ask them.
+SAMPLE_QUESTIONS = [
+    "How hot is the surface of Venus?",
+    "Which planet has the tallest volcano?",
+    "How much coffee per litre of water?",
+    "What grind size suits a French press?",
+    "How do I point ragserve at a Qdrant server?",
+    "What does make run do?",
+    "What are Saturn's rings made of?",
+    "How long does espresso take to brew?",
+]
+
 
 def emit_report(report: dict[str, Any], out: Path | None) -> None:
     """Print the report as JSON and, with `out`, write the same JSON there."""

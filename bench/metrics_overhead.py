@@ -44,19 +44,16 @@ import psutil  # type: ignore[import-untyped]  # psutil ships no type informatio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import cpu_info, emit_report, free_port, wait_http  # noqa: E402
+from bench.common import (  # noqa: E402
+    SAMPLE_QUESTIONS,
+    cpu_info,
+    emit_report,
+    free_port,
+    wait_http,
+)
 
 VARIANTS = ("on", "off")
-QUESTIONS = [
-    "How hot is the surface of Venus?",
-    "Which planet has the tallest volcano?",
-    "How much coffee per litre of water?",
-    "What grind size suits a French press?",
-    "How do I point ragserve at a Qdrant server?",
-    "What does make run do?",
-    "What are Saturn's rings made of?",
-    "How long does espresso take to brew?",
-]
+QUESTIONS = SAMPLE_QUESTIONS
 
 
 def log(line: str) -> None:
