@@ -69,6 +69,8 @@ def root_handlers() -> Iterator[None]:
     """The root logger as it was (pytest's own handlers), after the test."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    # A command run earlier in this process (the CLI tests) left its handler: start without.
+    root.handlers[:] = [h for h in handlers if not getattr(h, "_ragserve_handler", False)]
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
