@@ -20,7 +20,7 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: help install run serve ingest-samples test test-fast lint format bench bench-search bench-search-1m bench-llm eval clean
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/[$$](HOST)/$(HOST)/g' -e 's/[$$](PORT)/$(PORT)/g' | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,13 +335,8 @@ def discover_named(
     missing: list[LoadFailure] = []
     for root in paths:
         if root.is_dir():
-            for p in sorted(root.rglob("*")):
-                rel = p.relative_to(root).parts
-                if (
-                    p.is_file()
-                    and p.suffix.lower() in SUPPORTED
-                    and not any(part.startswith(".") for part in rel)
-                ):
+            for p, rel in _visible_files(root):
+                if p.suffix.lower() in SUPPORTED:
                     resolved = p.resolve()
                     files.append(resolved)
                     names.setdefault(str(resolved), "/".join(rel))
@@ -351,3 +347,28 @@ def discover_named(
         else:
             missing.append(LoadFailure(str(root), "no such file or directory"))
     return list(dict.fromkeys(files)), names, missing
+
+
+def _visible_files(root: Path) -> Iterator[tuple[Path, tuple[str, ...]]]:
+    """The files under a folder, sorted, with their parts relative to it; hidden ones (a dot
+    on the name or on a folder on the way) left out, as a person would not count them."""
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).parts
+        if p.is_file() and not any(part.startswith(".") for part in rel):
+            yield p, rel
+
+
+def skipped_types(paths: Sequence[Path]) -> dict[str, int]:
+    """The files inside the folders of `paths` that discovery passes over for their type, as
+    {'.csv': 3, '.pptx': 1} ('(none)' for no extension): a folder ingest names what it did not
+    read rather than drop it without a word. A file given by name is not counted here: its
+    unsupported type is a failure of the run, with the reason. A second walk of the folders,
+    so that `discover_named` keeps its shape for its callers (cheap next to loading)."""
+    counts: Counter[str] = Counter()
+    for root in paths:
+        if root.is_dir():
+            for p, _ in _visible_files(root):
+                suffix = p.suffix.lower()
+                if suffix not in SUPPORTED:
+                    counts[suffix or "(none)"] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -30,7 +30,14 @@ import anyio
 import anyio.lowlevel
 
 from ingest.chunking import Chunker
-from ingest.loaders import LoadedDocument, LoadError, LoadFailure, discover_named, load_file
+from ingest.loaders import (
+    LoadedDocument,
+    LoadError,
+    LoadFailure,
+    discover_named,
+    load_file,
+    skipped_types,
+)
 from pipelines.access import FULL_ACCESS, check_groups
 from pipelines.identity import chunk_point_id, content_hash, document_id
 from pipelines.ports import Embedder, SparseEncoder, VectorStore
@@ -73,6 +80,8 @@ class IngestSummary:
     deleted: int = 0
     chunks: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
+    # Files inside the folders left unread for their type, by extension: {'.csv': 3}.
+    skipped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,6 +308,7 @@ class IngestPipeline:
         await self._store.ensure_collection(collection, create=True)
         files, display, found = await anyio.to_thread.run_sync(discover_named, list(paths))
         failures.extend(found)
+        summary.skipped = await anyio.to_thread.run_sync(skipped_types, list(paths))
         given = {str(Path(p).resolve()): n for p, n in (names or {}).items()}  # noqa: ASYNC240
         renames = {**display, **given}
         uploads = set(given)

@@ -1,4 +1,5 @@
-"""The `rag` command: ingest, search, ask, stats, serve, eval and keys (every command has --help).
+"""The `rag` command: ingest, search, ask, stats, serve, eval, keys and collections (every
+command and option has --help; `rag --version`).
 
 Each command lives in the module named for it; `console` holds what they share. The
 modules import `console` and never this package's namespace, so there is no cycle.
@@ -7,10 +8,13 @@ modules import `console` and never this package's namespace, so there is no cycl
 from __future__ import annotations
 
 import sys
+from importlib.metadata import version
+from typing import Annotated
 
 import typer
 
 from app.cli import ingest, query, serve
+from app.cli.collections import collections_app
 from app.cli.eval import eval_app
 from app.cli.keys import keys_app
 
@@ -26,6 +30,30 @@ app.command()(query.stats)
 app.command()(serve.serve)
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
+app.add_typer(collections_app, name="collections")
+
+
+def _print_version(value: bool) -> None:
+    """`--version`: the installed package's version, read from its metadata so that it is
+    the one pip and the wheel say (no second copy in the code to fall behind)."""
+    if value:
+        typer.echo(f"ragserve {version('ragserve')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """ragserve: a self-hosted RAG question-answering service."""
 
 
 def main() -> None:

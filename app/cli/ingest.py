@@ -64,7 +64,9 @@ def ingest(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log at debug level (default: warnings only).")
+    ] = False,
 ) -> None:
     """Ingest .txt .md .html .pdf .docx and .jsonl corpora; re-runs only embed what changed.
 
@@ -118,8 +120,19 @@ def ingest(
         )
         for f in summary.failed:
             console.print(f"  [red]failed[/] {f['source']}: {f['reason']}")
+        if summary.skipped:
+            console.print(f"  [yellow]skipped[/]: {skipped_text(summary.skipped)}", soft_wrap=True)
     if summary.failed:
         raise typer.Exit(code=1)
+
+
+def skipped_text(skipped: dict[str, int]) -> str:
+    """The files a folder held that are not read, as a person counts them: '3 .csv, 1 .pptx
+    (not a supported type: .txt, .md, …)', so a missing document is not a mystery."""
+    from ingest.loaders import SUPPORTED
+
+    counts = ", ".join(f"{n} {suffix}" for suffix, n in skipped.items())
+    return f"{counts} (not a supported type: {', '.join(SUPPORTED)})"
 
 
 def publish(

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     k: Annotated[int, typer.Option("-k", help="How many chunks.")] = 5,
-    collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
+    collection: Annotated[
+        str, typer.Option("--collection", "-c", help="The collection to search.")
+    ] = "default",
     mode: Annotated[str, typer.Option(help="dense, sparse or hybrid")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -114,7 +116,9 @@ def _size(n: int) -> str:
 
 def ask(
     question: Annotated[str, typer.Argument(help="Your question.")],
-    collection: Annotated[str, typer.Option("--collection", "-c")] = "default",
+    collection: Annotated[
+        str, typer.Option("--collection", "-c", help="The collection to answer from.")
+    ] = "default",
     k: Annotated[int | None, typer.Option("-k", help="How many chunks to retrieve.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Answer length limit.")] = None,
     url: Annotated[
