@@ -31,6 +31,7 @@ from pipelines.types import (
     Filters,
     GenerationChunk,
     GenerationRequest,
+    Sampling,
     SearchMode,
 )
 
@@ -57,6 +58,10 @@ class AskInput:
     temperature: float = 0.2
     model: str | None = None
     request_id: str = ""
+    # The client's system/developer messages, joined: rendered after our grounding rules.
+    instructions: str | None = None
+    # The client's sampling options: for the answer's generation, not the rewrite's.
+    sampling: Sampling = field(default_factory=Sampling)
 
     @property
     def question(self) -> str:
@@ -257,7 +262,8 @@ class RagChain:
         self._admission = admission
         self._prompt = ChatPromptTemplate.from_messages(
             [
-                ("system", prompts.SYSTEM),
+                # The instructions are a variable, not template text: braces in them stay text.
+                ("system", prompts.SYSTEM + "{instructions}"),
                 MessagesPlaceholder("history"),
                 ("human", prompts.QUESTION),
             ]
@@ -286,6 +292,7 @@ class RagChain:
         count = self._generator.count_tokens
         fixed = (
             count(prompts.SYSTEM)
+            + count(prompts.format_instructions(ask.instructions))
             + count(ask.question)
             + sum(count(m.content) + 4 for m in history)
             + _TEMPLATE_MARGIN
@@ -299,13 +306,14 @@ class RagChain:
         return budget
 
     def _render(
-        self, sources: Sequence[Source], history: Sequence[ChatMessage], question: str
+        self, sources: Sequence[Source], history: Sequence[ChatMessage], ask: AskInput
     ) -> list[ChatMessage]:
         """The prompt, rendered once, as the Generator port's messages."""
         messages: list[BaseMessage] = self._prompt.format_messages(
             sources="\n\n".join(s.prompt_text for s in sources),
+            instructions=prompts.format_instructions(ask.instructions),
             history=[(m.role, m.content) for m in history],
-            question=question,
+            question=ask.question,
         )
         return [ChatMessage(_ROLES.get(m.type, "user"), str(m.content)) for m in messages]
 
@@ -315,7 +323,7 @@ class RagChain:
         """The sources within the token budget and the prompt over them (none: no prompt)."""
         history = ask.history[-_MAX_HISTORY_MESSAGES:]
         sources = pack_sources(docs, self._budget(ask, history), self._generator.count_tokens)
-        return sources, self._render(sources, history, ask.question) if sources else []
+        return sources, self._render(sources, history, ask) if sources else []
 
     async def prompt(self, ask: AskInput) -> Prompt:
         """Rewrite a follow-up, retrieve, pack the sources and render the prompt."""
@@ -355,6 +363,7 @@ class RagChain:
                     temperature=ask.temperature,
                     model=ask.model,
                     request_id=ask.request_id,
+                    sampling=ask.sampling,
                 )
             )
         else:

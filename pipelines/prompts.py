@@ -13,6 +13,13 @@ SYSTEM = (
     "Sources:\n{sources}"
 )
 
+# A client's system and developer messages (a chat UI's system prompt), after our rules: they
+# shape the answer's form, never what it may be based on.
+INSTRUCTIONS = (
+    "\n\nThe user's application adds these instructions. Follow them unless they conflict "
+    "with the rules above, which always apply:\n{instructions}"
+)
+
 QUESTION = "{question}"
 
 REWRITE = (
@@ -29,3 +36,10 @@ NO_CONTEXT_ANSWER = (
 def format_source(n: int, title: str, source: str, text: str) -> str:
     label = title or source
     return f"[{n}] {label}\n{text.strip()}"
+
+
+def format_instructions(instructions: str | None) -> str:
+    """The application's instructions as the system prompt's last part ("" without any)."""
+    if not instructions or not instructions.strip():
+        return ""
+    return INSTRUCTIONS.format(instructions=instructions.strip())

@@ -178,12 +178,39 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Sampling:
+    """A client's sampling options beyond temperature, None (or no stop words) where unset.
+    The names are OpenAI's and vLLM's `SamplingParams`' alike, so that each generator passes
+    `options()` on as it is: only what the client set, the backend's defaults otherwise."""
+
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The options the client set, by name (stop words as a list)."""
+        values: dict[str, Any] = {
+            "seed": self.seed,
+            "top_p": self.top_p,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+        }
+        options = {name: value for name, value in values.items() if value is not None}
+        if self.stop:
+            options["stop"] = list(self.stop)
+        return options
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     messages: list[ChatMessage]
     max_tokens: int
     temperature: float
     model: str | None = None
     request_id: str = ""
+    sampling: Sampling = Sampling()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,15 @@
 """OpenAI-compatible chat completions and models, answered by the RAG chain.
 
 The `model` picks the knowledge base: `rag:<collection>` (or `ragserve` for the default
-collection, or a configured alias). The last user message is the question, earlier messages
-are history. Sources come back as `[n]` markers in the text and in an extra `sources` field.
+collection, or a configured alias). The last user message is the question, earlier user and
+assistant messages are history, system and developer messages are the application's
+instructions (rendered under our grounding rules). Sources come back as `[n]` markers in the
+text and in an extra `sources` field.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterable
@@ -41,6 +44,30 @@ from pipelines.settings import LLMSettings
 from pipelines.types import ChatMessage
 
 router = APIRouter(tags=["openai"])
+# The route's OpenAPI description: what each request field does here.
+FIELDS_DOC = "\n".join(
+    [
+        "The OpenAI request, answered from the model's collection.",
+        "",
+        "| fields | what happens |",
+        "|---|---|",
+        "| `model`, `messages`, `stream`, `stream_options.include_usage` | as OpenAI's |",
+        "| `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`, `stop` (a string "
+        "or up to 4), `seed`, `presence_penalty`, `frequency_penalty` | **honoured**: passed "
+        "to the generator (vLLM's sampling parameters, or the upstream server's request) |",
+        "| `system` and `developer` messages | **honoured**: the application's instructions, "
+        "added to the prompt after the grounding rules (answer from the sources, cite them); "
+        "they shape the answer, they do not lift those rules |",
+        '| `tools`, `tool_choice` (other than `"none"`), `functions`, `function_call`, '
+        '`response_format` (other than `{"type": "text"}`), `logprobs: true`, '
+        "`top_logprobs`, `logit_bias`, `n` > 1 | **refused**: 400 naming the field |",
+        "| `tool` messages | ignored (no tools are called) |",
+        "| any other field (`user`, `metadata`, `store`, `parallel_tool_calls`, …) | accepted "
+        "and ignored |",
+        "| `k`, `mode`, `filters`, `collection` (must match the model's), `llm_model` | our "
+        "extras (`extra_body` in the SDKs) |",
+    ]
+)
 MODEL_PREFIX = "rag:"
 DEFAULT_MODEL = "ragserve"
 
@@ -100,8 +127,8 @@ def _to_ask(
     check_max_chars(
         settings.server.max_question_chars, f"messages.{last}", body.messages[-1].text()
     )
-    # System, developer and tool messages are dropped: the grounding prompt is the only
-    # instruction the model gets; user and assistant turns are the history.
+    # User and assistant turns are the history; system and developer messages become the
+    # chain's instructions (after its grounding rules); tool messages are dropped (no tools).
     messages = [
         ChatMessage(role="assistant" if m.role == "assistant" else "user", content=m.text())
         for m in body.messages
@@ -109,7 +136,7 @@ def _to_ask(
     ]
     if not messages or messages[-1].role != "user":
         raise InvalidInput("the last message must be a non-empty user message")
-    return body.ask_input(
+    ask = body.ask_input(
         messages,
         collection=collection,
         max_tokens=body.max_completion_tokens or body.max_tokens,
@@ -118,6 +145,7 @@ def _to_ask(
         request_id=rid,
         access=caller.read(collection),
     )
+    return dataclasses.replace(ask, instructions=body.instructions(), sampling=body.sampling())
 
 
 @router.get(
@@ -131,9 +159,25 @@ async def list_models(caller: CallerDep, services: ServicesDep) -> ModelList:
     return ModelList(data=[ModelCard(id=m, created=now) for m in ids])
 
 
+@router.get(
+    "/models/{model}",
+    response_model=ModelCard,
+    summary="OpenAI-compatible model card (a model of `/v1/models`)",
+    responses=error_responses(404, e404="No model of that id among the caller's models"),
+)
+async def retrieve_model(model: str, caller: CallerDep, services: ServicesDep) -> ModelCard:
+    """404 for a model the caller may not use as for one that does not exist: `/v1/models`
+    lists neither, and a key learns nothing of other tenants' collections."""
+    ids = await _model_ids(services, caller)
+    if model not in ids:
+        raise NotFound(f"The model '{model}' does not exist (known: {', '.join(ids)})")
+    return ModelCard(id=model, created=int(time.time()))
+
+
 @router.post(
     "/chat/completions",
     summary="OpenAI-compatible chat completions, grounded in a collection",
+    description=FIELDS_DOC,
     response_model=ChatCompletion,
     responses={
         200: {
@@ -149,8 +193,11 @@ async def list_models(caller: CallerDep, services: ServicesDep) -> ModelList:
             429,
             503,
             504,
-            e400="Bad request: a `collection` other than the model's (the model picks the "
-            "collection), or a body that cannot be read",
+            e400="Bad request: a field asking for what is not supported (`tools`, "
+            "`tool_choice`, `functions`, `function_call`, `response_format` other than text, "
+            "`logprobs`, `top_logprobs`, `logit_bias`, `n` > 1; the message names it), a "
+            "`collection` other than the model's (the model picks the collection), or a body "
+            "that cannot be read",
             e404="The model maps to no collection",
         ),
     },
@@ -159,6 +206,7 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> ChatCompletion | EventSourceResponse:
     rid = request_id(request)
+    body.refuse_unsupported()
     collection = await resolve_collection(body, services, caller)
     chain = services.require_chain()
     ask_input = _to_ask(body, services, collection, caller, rid)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.schemas.query import AnswerOptions, SourceOut, UsageOut
 from app.schemas.usage import CostOut
+from pipelines.errors import BadRequest
+from pipelines.types import Sampling
+
+StopWord = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# OpenAI's range for a seed: a signed 64-bit integer.
+_SEED_MIN, _SEED_MAX = -(2**63), 2**63 - 1
 
 
 class ContentPart(BaseModel):
@@ -33,8 +39,12 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(AnswerOptions):
-    """OpenAI's request; unknown OpenAI fields are accepted and ignored. Strict like every
-    request model: a JSON value of another type is a 422 (`"n": true`, `"stream": "true"`)."""
+    """OpenAI's request. The sampling fields reach the generator; the fields of features we
+    cannot honour (tools, JSON modes, log probabilities, several choices) are declared so that
+    `refuse_unsupported` can answer 400 naming them rather than answer as if they were not
+    sent; a field OpenAI's API does not have is accepted and ignored (`user`, `metadata`,
+    SDK extras), as OpenAI-compatible servers do. Strict like every request model: a JSON value
+    of another type is a 422 (`"n": true`, `"stream": "true"`)."""
 
     model_config = ConfigDict(
         extra="allow",
@@ -58,7 +68,32 @@ class ChatCompletionRequest(AnswerOptions):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
-    n: int = Field(default=1, ge=1, le=1, description="Only one choice is supported.")
+    # Honoured: passed to the generator (vLLM's SamplingParams, or the upstream's body).
+    stop: StopWord | Annotated[list[StopWord], Field(max_length=4)] | None = Field(
+        default=None, description="Up to 4 sequences where generation stops"
+    )
+    seed: int | None = Field(
+        default=None, ge=_SEED_MIN, le=_SEED_MAX, description="Same seed, same answer"
+    )
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling")
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # Refused with a 400 unless absent or neutral (see `refuse_unsupported`).
+    n: int | None = Field(default=None, ge=1, description="Only 1 is supported")
+    tools: list[dict[str, Any]] | None = Field(default=None, description="Not supported")
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None, description='Only "none" is supported'
+    )
+    functions: list[dict[str, Any]] | None = Field(default=None, description="Not supported")
+    function_call: str | dict[str, Any] | None = Field(
+        default=None, description='Only "none" is supported'
+    )
+    response_format: dict[str, Any] | None = Field(
+        default=None, description='Only {"type": "text"} is supported'
+    )
+    logprobs: bool | None = Field(default=None, description="Only false is supported")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20, description="Not supported")
+    logit_bias: dict[str, Any] | None = Field(default=None, description="Not supported")
     # RAG extras (extra body fields in the OpenAI SDKs): AnswerOptions', and
     llm_model: str | None = Field(default=None, description="Generator model name or alias")
 
@@ -72,6 +107,68 @@ class ChatCompletionRequest(AnswerOptions):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def sampling(self) -> Sampling:
+        """The honoured sampling fields, as the generator port takes them."""
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        return Sampling(
+            stop=tuple(stop),
+            seed=self.seed,
+            top_p=self.top_p,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+        )
+
+    def instructions(self) -> str | None:
+        """The system and developer messages' texts, in order (a chat UI's system prompt):
+        the chain renders them after its grounding rules. None without any."""
+        texts = [m.text().strip() for m in self.messages if m.role in ("system", "developer")]
+        joined = "\n\n".join(t for t in texts if t)
+        return joined or None
+
+    def refuse_unsupported(self) -> None:
+        """A 400 naming the first field asking for what we cannot do: answering as if it had
+        not been sent would hand the client prose where it expects a tool call, JSON,
+        log probabilities or several choices."""
+        problem = _unsupported(self)
+        if problem is not None:
+            field, why = problem
+            raise BadRequest(f"'{field}' is not supported: {why}")
+
+
+def _unsupported(body: ChatCompletionRequest) -> tuple[str, str] | None:
+    """The first refused field that is set to more than its neutral value, and why."""
+    no_tools = (
+        "this endpoint answers in text from the knowledge base and calls no tools; leave out "
+        "'tools', 'functions' and 'tool_choice' (or send tool_choice \"none\")"
+    )
+    no_logprobs = "log probabilities are not returned; leave it out (or send logprobs: false)"
+    checks: list[tuple[str, bool, str]] = [
+        ("tools", bool(body.tools), no_tools),
+        ("tool_choice", body.tool_choice not in (None, "none"), no_tools),
+        ("functions", bool(body.functions), no_tools),
+        ("function_call", body.function_call not in (None, "none"), no_tools),
+        (
+            "response_format",
+            body.response_format not in (None, {"type": "text"}),
+            'only {"type": "text"} is supported: answers are prose citing their sources '
+            "as [n]; leave 'response_format' out",
+        ),
+        ("logprobs", bool(body.logprobs), no_logprobs),
+        ("top_logprobs", bool(body.top_logprobs), no_logprobs),
+        (
+            "logit_bias",
+            bool(body.logit_bias),
+            "token biases are not applied (token ids differ between generator models); "
+            "leave it out",
+        ),
+        (
+            "n",
+            (body.n or 1) > 1,
+            "one choice per request (n=1); send several requests for several answers",
+        ),
+    ]
+    return next(((name, why) for name, refused, why in checks if refused), None)
 
 
 class ModelCard(BaseModel):

@@ -161,6 +161,8 @@ class OpenAIServerGenerator:
             "temperature": request.temperature,
             "stream": True,
             "stream_options": {"include_usage": True},
+            # Only what the client set: the upstream's defaults stay its own.
+            **request.sampling.options(),
         }
         headers = route.headers()
         if request.request_id:

@@ -170,6 +170,8 @@ class VllmEngineGenerator:
             max_tokens=min(request.max_tokens, room),
             temperature=request.temperature,
             output_kind=RequestOutputKind.DELTA,
+            # stop, seed, top_p, penalties: only those the client set (vLLM's defaults else).
+            **request.sampling.options(),
         )
         # vLLM aborts by request id: make it unique even when callers reuse theirs.
         request_id = f"{request.request_id or 'gen'}-{uuid.uuid4().hex[:12]}"

@@ -45,8 +45,11 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("DELETE", "/v1/ask/stream/{stream_id}"): Row("read", scoped=False),
     ("POST", "/v1/chat/completions"): Row("read", json=_chat),
     ("GET", "/v1/models"): Row("read", scoped=False),
+    ("GET", "/v1/models/{model}"): Row("read", scoped=False),
     ("GET", "/v1/me"): Row("read", scoped=False),
     ("GET", "/v1/collections"): Row("read", scoped=False),
+    # The valid call drops `alpha`: safe, it is the last call and each case has its own store.
+    ("DELETE", "/v1/collections/{collection}"): Row("admin"),
     ("GET", "/v1/collections/{collection}/documents"): Row("read"),
     ("POST", "/v1/collections/{collection}/documents"): Row("write", files=True),
     ("DELETE", "/v1/collections/{collection}/documents/{doc_id}"): Row("write"),
@@ -91,7 +94,11 @@ async def call(
 ) -> httpx.Response:
     row = ROUTES[(method, path)]
     url = path.format(
-        collection=collection, doc_id="0" * 32, key_id=t.ids["revoked"], stream_id="0" * 16
+        collection=collection,
+        doc_id="0" * 32,
+        key_id=t.ids["revoked"],
+        stream_id="0" * 16,
+        model="rag:alpha",
     )
     kwargs: dict[str, Any] = {"headers": headers}
     if row.json is not None:
