@@ -140,7 +140,6 @@ async def test_vllm_server_killed_mid_stream_errors_every_stream_and_recovers_wh
         assert [s.status for s in streams] == [200] * STREAMS
         ended_before_kill = [s for s in streams if s.names()[-1:] in (["done"], ["error"])]
         open_at_kill = [s for s in streams if s not in ended_before_kill]
-        seen_at_kill = {id(s): len(s.events) for s in streams}
 
         # 2. The server dies at once: its whole process group, SIGKILL.
         await asyncio.to_thread(fault_server.kill)
@@ -151,14 +150,21 @@ async def test_vllm_server_killed_mid_stream_errors_every_stream_and_recovers_wh
         for t in finished:
             t.result()  # a stream's read raised (the service dropped the connection)?
 
-        # Most answers are long: a kill of streams that had all finished would prove nothing.
-        assert len(open_at_kill) >= STREAMS // 2, [s.names() for s in streams]
-        for s in open_at_kill:
+        # Every stream ends with exactly one terminal event. One the client still saw open
+        # may have finished on the server before the SIGKILL landed (its `done` in flight):
+        # that is a whole answer, not a fault. The rest end in one retryable error event.
+        errored = []
+        for s in streams:
             names = s.names()
-            after = s.events[seen_at_kill[id(s)] :]
-            assert names.count("sources") == 1, names
-            assert [e.event for e in after if e.event != "token"] == ["error"], names
-            assert "done" not in names and names[-1] == "error", names
+            terminal = [n for n in names if n in ("done", "error")]
+            assert names.count("sources") == 1 and len(terminal) == 1, names
+            assert names[-1] == terminal[0], names
+            if terminal[0] == "error":
+                errored.append(s)
+        # Most answers are long: a kill of streams that had all finished would prove nothing.
+        assert len(errored) >= STREAMS // 2, [s.names() for s in streams]
+        assert all(s in open_at_kill for s in errored), [s.names() for s in streams]
+        for s in errored:
             error = s.events[-1].data["error"]
             assert error["code"] == "generator_unavailable", error
             assert error["retryable"] is True and error["request_id"], error
