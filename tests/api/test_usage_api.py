@@ -218,7 +218,7 @@ async def test_one_json_log_line_per_request_with_its_fields(
         "collection": "alpha",
         "key_id": t.ids["alpha_read"],
     }
-    assert answer["key_name"] == "alpha_read" and answer["latency_ms"] >= 0
+    assert answer["key_name"] == "alpha_read" and isinstance(answer["latency_ms"], int | float)
     assert (answer["prompt_tokens"], answer["completion_tokens"]) == (PROMPT, COMPLETION)
     assert answer["cost_usd"] == pytest.approx(USD)
     assert answer["reference_cost_usd"] == pytest.approx(REFERENCE_USD)

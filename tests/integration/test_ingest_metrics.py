@@ -90,10 +90,9 @@ async def test_ingest_runs_count_documents_by_outcome_and_the_tokens_embedded(
         "deleted": 0,
         "failed": 1,
     }
-    chunks, tokens, seconds = _embedded(after_first)
+    chunks, tokens, _ = _embedded(after_first)  # the seconds: present, not a figure
     assert chunks == first_chunks == 2
     assert tokens == sum(tokens_stored().values())
-    assert seconds > 0
 
     (docs / "rivers.md").write_text("# Rivers\n\nRivers freeze in winter and flood in spring.")
     (docs / "comets.md").unlink()
@@ -109,7 +108,6 @@ async def test_ingest_runs_count_documents_by_outcome_and_the_tokens_embedded(
     chunks2, tokens2, seconds2 = _embedded(after_second)
     assert chunks2 - chunks == second_chunks == 1
     assert tokens2 - tokens == tokens_stored()["Rivers"]
-    assert seconds2 > seconds
 
     await ingest()  # nothing changed: documents counted unchanged, nothing embedded
     after_third = samples()
@@ -179,9 +177,9 @@ def test_rag_ingest_writes_a_metrics_textfile_and_pushes_it_also_when_files_fail
         "deleted": 0,
         "failed": 1,
     }
-    chunks, tokens, seconds = _embedded(written, "notes")
+    chunks, tokens, _ = _embedded(written, "notes")
     assert chunks == summary["chunks"] == 2
-    assert tokens > chunks and seconds > 0
+    assert tokens > chunks
     assert [p[:2] for p in pushed] == [("PUT", "/metrics/job/ragserve_ingest/collection/notes")]
     assert parse(pushed[0][2]) == written
     assert list(textfile.parent.iterdir()) == [textfile]  # replaced atomically: no temp left
@@ -242,12 +240,12 @@ async def test_an_upload_moves_the_services_ingest_counters(
             "deleted": 0,
             "failed": 1,
         }
-        chunks, tokens, seconds = _embedded(first)
+        embedded = _embedded(first)
+        chunks, tokens, _ = embedded
         assert chunks == r.json()["chunks"] == 1
         assert tokens == services.embedder.count_tokens(LATE.decode())
-        assert seconds > 0
         again = await client.post("/v1/collections/default/documents", files=files[:1])
         assert again.status_code == 200, again.text
         second = parse((await client.get("/metrics")).text)
         assert _documents(second)["unchanged"] == 1
-        assert _embedded(second) == (chunks, tokens, seconds)
+        assert _embedded(second) == embedded  # nothing embedded: no counter moved
