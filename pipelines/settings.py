@@ -164,6 +164,17 @@ class RetrievalSettings(BaseModel):
     rerank_batch_size: int = Field(default=32, ge=1)
 
 
+class CitationSettings(BaseModel):
+    """Citation integrity (issue 19): `[n]` markers parsed as the answer streams, each cited
+    sentence matched to the span of its source that supports it best."""
+
+    enabled: bool = True
+    # Below this support (cosine of the answer sentence and the best source span, both
+    # embedded by the service's embedder) a citation is marked unsupported; calibrated on a
+    # train split (docs/benchmarks.md).
+    support_floor: float = Field(default=0.5, ge=-1, le=1)
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -246,6 +257,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    citations: CitationSettings = Field(default_factory=CitationSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
