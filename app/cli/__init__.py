@@ -1,8 +1,9 @@
 """The `rag` command: ingest, search, ask, stats, serve, eval, keys and collections (every
 command and option has --help; `rag --version`).
 
-Each command lives in the module named for it; `console` holds what they share. The
-modules import `console` and never this package's namespace, so there is no cycle.
+Each command lives in the module named for it; `console` holds what they share, `remote` the
+running service they use while it holds the store. The modules import those two and never
+this package's namespace, so there is no cycle.
 """
 
 from __future__ import annotations

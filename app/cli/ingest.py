@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli.console import IngestBar, console, fail, out, progress_bar, run, start_command
+from app.cli import remote
+from app.cli.console import IngestBar, console, fail, out, progress_bar, start_command
 from pipelines.access import parse_groups
 from pipelines.errors import InvalidInput
 from pipelines.settings import Settings
@@ -64,11 +65,23 @@ def ingest(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="While `rag serve` holds the store, the files are uploaded to it: its API key "
+            "(default: RAG_SERVER__API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log at debug level (default: warnings only).")
     ] = False,
 ) -> None:
     """Ingest .txt .md .html .pdf .docx and .jsonl corpora; re-runs only embed what changed.
+
+    While `rag serve` runs over the same data dir it holds the store: the files are uploaded
+    to it (POST /v1/collections/{collection}/documents), each document named by its file name.
 
     Exit status: 0 all ingested, 1 some files failed (the rest landed), 2 error.
     """
@@ -105,8 +118,28 @@ def ingest(
                     telemetry=telemetry,
                 )
 
+    def through(service: remote.Service) -> IngestSummary:
+        nonlocal registry
+        if prune:
+            raise fail(
+                f"--prune needs the store itself, and the service at {service.url} holds it: "
+                "stop the service, or delete documents through it "
+                f"(DELETE /v1/collections/{collection}/documents/{{doc_id}})"
+            )
+        if registry is not None:
+            registry = None
+            console.print(
+                "[yellow]warning[/]: the service ingests, so it counts: its metrics are at "
+                f"{service.url}/metrics (no --metrics-file or --pushgateway from this run)",
+                soft_wrap=True,
+            )
+        with progress_bar(as_json, width=44) as bar:
+            return remote.upload_paths(service, paths, collection, groups, IngestBar(bar))
+
     try:
-        summary = run(main())
+        summary = remote.local_or_service(
+            settings, remote.api_key(settings, api_key), main, through
+        )
     finally:  # a run that stopped on an error reports what it did up to there
         if registry is not None:
             publish(registry, collection, metrics_file, pushgateway)

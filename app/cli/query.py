@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from app.cli import remote
 from app.cli.console import check_mode, console, fail, out, run, start_command
 from pipelines.access import FULL_ACCESS
 from pipelines.settings import Settings
@@ -29,8 +30,17 @@ def search(
     ] = "default",
     mode: Annotated[str, typer.Option(help="dense, sparse or hybrid")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="While `rag serve` holds the store, the command asks it: its API key "
+            "(default: RAG_SERVER__API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Show the chunks that best match a query."""
+    """Show the chunks that best match a query (through `rag serve` while it runs)."""
     start_command()
     from pipelines.core import open_core
 
@@ -44,7 +54,14 @@ def search(
             )
             return [_hit_json(h) for h in hits]
 
-    hits = run(main())
+    def through(service: remote.Service) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"query": query, "collection": collection, "k": k}
+        if search_mode:
+            body["mode"] = search_mode
+        found = service.json("POST", "/v1/search", json=body)
+        return [dict(h) for h in found["hits"]]
+
+    hits = remote.local_or_service(settings, remote.api_key(settings, api_key), main, through)
     if as_json:
         out.print_json(json.dumps(hits))
         return
@@ -63,8 +80,20 @@ def _hit_json(hit: Hit) -> dict[str, Any]:
     return {**payload, "score": hit.score, "chunk_id": hit.chunk_id}
 
 
-def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Per collection: documents, chunks, size on disk and the last ingest (UTC).
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="While `rag serve` holds the store, the command asks it: its API key "
+            "(default: RAG_SERVER__API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Per collection: documents, chunks, size on disk and the last ingest (UTC), from
+    `rag serve` while it runs.
 
     The last ingest is the last write that changed the collection (an ingest, an upload, a
     deletion). A Qdrant server does not report sizes: '-' (null in JSON).
@@ -80,7 +109,10 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
             names = await core.store.list_collections()
             return [CollectionOut.of(await core.store.stats(n, access=FULL_ACCESS)) for n in names]
 
-    rows = run(main())
+    def through(service: remote.Service) -> list[CollectionOut]:
+        return CollectionList.model_validate(service.json("GET", "/v1/collections")).collections
+
+    rows = remote.local_or_service(settings, remote.api_key(settings, api_key), main, through)
     if as_json:
         typer.echo(CollectionList(collections=rows).model_dump_json(indent=2))
         return
@@ -123,7 +155,10 @@ def ask(
     max_tokens: Annotated[int | None, typer.Option(help="Answer length limit.")] = None,
     url: Annotated[
         str | None,
-        typer.Option(help="A running ragserve (default http://RAG_SERVER__HOST:RAG_SERVER__PORT)."),
+        typer.Option(
+            help="A running ragserve (default: the `rag serve` over this data dir, else "
+            "http://RAG_SERVER__HOST:RAG_SERVER__PORT)."
+        ),
     ] = None,
     local: Annotated[
         bool, typer.Option("--local", help="Do not use a server: load the model in this process.")
@@ -139,7 +174,9 @@ def ask(
 ) -> None:
     """Ask a question: the answer streams in, then its numbered sources.
 
-    Uses the running service when there is one (fast), else loads the model in-process.
+    Uses the running service when there is one (fast): the `rag serve` over this data dir
+    (its `serve.json`), else one at RAG_SERVER__HOST:RAG_SERVER__PORT; with none, it loads the
+    model in-process.
     """
     start_command()
     import httpx
@@ -150,12 +187,11 @@ def ask(
         body["k"] = k
     if max_tokens:
         body["max_tokens"] = max_tokens
-    base = url or f"http://{settings.server.host}:{settings.server.port}"
     if local:
         raise typer.Exit(run(ask_local(settings, body)))
-    key = api_key or (
-        settings.server.api_key.get_secret_value() if settings.server.api_key else None
-    )
+    key = remote.api_key(settings, api_key)
+    found = None if url else remote.running_service(settings, key)
+    base = url or (found.url if found else f"http://{settings.server.host}:{settings.server.port}")
     try:
         code = run(ask_remote(base, body, key))
     except httpx.ConnectError:

@@ -1,16 +1,27 @@
-"""`rag serve`: run the query service under uvicorn."""
+"""`rag serve`: run the query service under uvicorn, recording where it serves in the data dir
+(`serve.json`, app/cli/remote.py) for the other commands to find it."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import AsyncExitStack
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from app.cli import remote
 from app.cli.console import fail, start_command
 from pipelines.errors import RagError
 from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import socket
+
+    import uvicorn
 
 
 def serve(
@@ -63,10 +74,36 @@ def serve(
         async with AsyncExitStack() as stack:
             services = await build_services(settings, stack)
             config.app = create_app(settings, services=services)
-            await uvicorn.Server(config).serve()
+            try:
+                await recording_server(config, settings.data_dir).serve()
+            finally:
+                remote.forget_service(settings.data_dir)
 
     try:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop if there
             runner.run(main())
     except RagError as exc:
         raise fail(exc.message) from exc
+
+
+def recording_server(config: uvicorn.Config, data_dir: Path) -> uvicorn.Server:
+    """uvicorn's server that records its URL in `data_dir` (`remote.record_service`) once its
+    socket is bound and it accepts connections, so that a command finding the record finds
+    it answering."""
+    import uvicorn
+
+    class RecordingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            url = remote.service_url(self.config.host, self.servers[0].sockets[0].getsockname()[1])
+            try:
+                remote.record_service(data_dir, url)
+            except OSError as exc:  # serving matters more than being found
+                log.warning(
+                    "serving, but not recorded in %s (%s): `rag search`, `rag stats` "
+                    "and `rag ingest` will not find this service",
+                    data_dir,
+                    exc,
+                )
+
+    return RecordingServer(config)
