@@ -18,6 +18,7 @@ from app.resume import StreamRegistry
 from app.routes import (
     ask,
     collections,
+    docs,
     documents,
     health,
     keys,
@@ -76,6 +77,10 @@ def create_app(
         version="0.1.0",
         description="Self-hosted RAG: retrieval over Qdrant, answers from vLLM streamed over SSE.",
         lifespan=lifespan,
+        # Our own /docs and /redoc (app/routes/docs.py): the same pages with assets served
+        # from app/static, so they work offline; FastAPI's load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     # Added first, so innermost: the 401 is counted by the metrics and carries X-Request-ID.
@@ -86,6 +91,7 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(ui.router)
+    app.include_router(docs.router)
     # With keys (the key database or RAG_SERVER__API_KEY), the API wants a bearer key
     # (checked by ApiKeyAuth before the body is read; `bearer` documents the scheme); health,
     # metrics, the chat page and the docs stay open (the page asks for the key on a 401).

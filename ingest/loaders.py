@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -181,6 +182,9 @@ def load_pdf(path: Path) -> Iterator[LoadedDocument]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
+    # pypdf logs its own warning for what it recovers from or gives up on ("invalid pdf
+    # header", "EOF marker not found"): a file that fails is reported once, by the LoadError.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(str(path))
         if reader.is_encrypted and not reader.decrypt(""):

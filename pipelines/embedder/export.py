@@ -24,6 +24,15 @@ EXPORT_VERSION = 3
 META = "export.json"
 
 
+def quiet_transformers() -> None:
+    """Loading a model shows no transformers progress bar ("Loading weights") and no advice
+    meant for its developers: the CLI draws its own progress, and lengths are bounded by us."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 class Unsupported(Exception):
     """The model's module layout has no ONNX export here; torch serves it."""
 
@@ -48,6 +57,7 @@ def export(source: str, target: Path, *, quantize: bool) -> None:
     from sentence_transformers import SentenceTransformer
 
     started = time.perf_counter()
+    quiet_transformers()
     st: Any = SentenceTransformer(source, device="cpu", local_files_only=True)
     modules: list[Any] = list(st)
     names = [type(m).__name__ for m in modules]

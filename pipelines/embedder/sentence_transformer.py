@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from pipelines.embedder.cache import cached_export
+from pipelines.embedder.export import quiet_transformers
 from pipelines.embedder.runner import OnnxRunner, open_runner
 from pipelines.embedder.sessions import cpu_threads
 from pipelines.embedder.tokens import token_counter
@@ -92,10 +93,8 @@ class SentenceTransformerEmbedder:
 
     def _load_torch(self, model: str, path: str, device: str, threads: int | None) -> None:
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # we bound lengths
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        quiet_transformers()
         if threads:
             import torch
 

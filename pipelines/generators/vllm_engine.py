@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import platform
+import signal
 import threading
 import time
 import uuid
@@ -34,6 +36,9 @@ from pipelines.types import GenerationChunk, GenerationRequest
 log = logging.getLogger(__name__)
 
 _KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+# How long close() lets an engine-core process that is already tearing itself down finish
+# (its workers' exit, then the shared-memory queues it unlinks) before vLLM's shutdown.
+_TEARDOWN_GRACE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,10 +225,43 @@ class VllmEngineGenerator:
         if self._closed:
             return
         self._closed = True
+        _await_engine_teardown(_TEARDOWN_GRACE_S)
         # Synchronous on purpose: in a worker thread the engine's output task would wake on the
         # dying engine-core socket and log a spurious EngineDeadError before being cancelled.
         self._engine.shutdown()
         self._engine = None
+
+
+def _await_engine_teardown(timeout_s: float) -> None:
+    """Wait for an engine-core process that is already shutting down by itself to finish.
+
+    A Ctrl-C in a terminal signals the whole foreground process group: vLLM's engine core gets
+    the SIGINT too and starts its teardown, in which it no longer handles SIGTERM. vLLM's
+    `shutdown()` then sends it SIGTERM, which would kill it before it unlinks its shared-memory
+    queues ("There appear to be 1 leaked shared_memory objects" from the resource tracker at
+    exit). A core still handling SIGTERM is running: `shutdown()` stops it cleanly, no wait.
+    """
+    deadline = time.monotonic() + timeout_s
+    for proc in multiprocessing.active_children():
+        if not proc.name.startswith("EngineCore") or proc.pid is None:
+            continue
+        while proc.is_alive() and not _handles_sigterm(proc.pid):
+            if time.monotonic() > deadline:
+                log.warning("vLLM engine core %d still tearing down: stopping it", proc.pid)
+                return
+            proc.join(0.05)
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether process `pid` has a SIGTERM handler (Linux `/proc`; elsewhere: assume so)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    caught = next((line for line in status.splitlines() if line.startswith("SigCgt:")), None)
+    if caught is None:
+        return True
+    return bool(int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
 
 
 def _import_vllm() -> None:
