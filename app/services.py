@@ -98,7 +98,9 @@ class Services:
         )
         admitted = AdmittedGenerator(generator, self.admission, timeout_s=llm.timeout_s)
         self.generator = generator
-        self.chain = RagChain(self.retrieval, admitted, admission=self.admission)
+        self.chain = RagChain(
+            self.retrieval, admitted, admission=self.admission, citations=self.settings.citations
+        )
         self.generator_state = "ready"
 
     async def generator_health(self) -> tuple[GeneratorHealth, str | None]:

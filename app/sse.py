@@ -51,7 +51,9 @@ async def relay(
     answer: Answer, frames: AnswerFrames, rid: str, finish: Finish | None = None
 ) -> AsyncIterator[ServerSentEvent]:
     """The answer's events: start, a token per text chunk, then end, or one error event
-    instead of the end. Generation is aborted however the stream stops (client gone too)."""
+    instead of the end. Generation is aborted however the stream stops (client gone too).
+    The end has the sources' best spans (embedded while the model generated: nothing waits
+    for them before the first token) and the answer's citations."""
     generated = False
     try:
         for event in frames.start(answer):
@@ -61,6 +63,8 @@ async def relay(
                 if chunk.text:
                     yield frames.token(chunk.text)
             generated = True
+            await answer.best_spans()
+            await answer.verify()
         except RagError as exc:
             generated = True
             log.warning("request %s: generation failed mid-stream: %s", rid, exc.message)

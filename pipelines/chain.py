@@ -23,9 +23,11 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from pipelines import prompts
 from pipelines.access import Access
 from pipelines.admission import Admission
+from pipelines.citations import NO_CITATIONS, AnswerCitations, CitationReport, Span
 from pipelines.errors import InvalidInput
 from pipelines.ports import Generator
 from pipelines.retrieval import RetrievalService, StoreRetriever
+from pipelines.settings import CitationSettings
 from pipelines.types import (
     ChatMessage,
     Filters,
@@ -129,9 +131,13 @@ def _overlaps(a: Source, doc_id: str, span: tuple[int, int]) -> bool:
 
 
 def pack_sources(
-    docs: Sequence[Document], budget: int, count_tokens: Callable[[str], int]
+    docs: Sequence[Document],
+    budget: int,
+    count_tokens: Callable[[str], int],
+    format_source: Callable[[int, str, str, str], str] = prompts.format_source,
 ) -> list[Source]:
-    """Best-first, drop duplicates and chunks overlapping a kept one, stop at the token budget."""
+    """Best-first, drop duplicates and chunks overlapping a kept one, stop at the token budget
+    (each source counted as `format_source` shows it to the model)."""
     kept: list[Source] = []
     texts: set[str] = set()
     used = 0
@@ -146,7 +152,7 @@ def pack_sources(
         ):
             continue
         n = len(kept) + 1
-        formatted = prompts.format_source(
+        formatted = format_source(
             n, str(meta.get("title", "")), str(meta.get("source", "")), doc.page_content
         )
         cost = count_tokens(formatted) + 2
@@ -183,7 +189,9 @@ class Prompt:
 @dataclass(slots=True)
 class Answer:
     """An answer whose first chunk has arrived: its sources, then its chunks once each, with
-    usage and finish_reason tallied on the way. `aclose()` stops generation upstream."""
+    usage and finish_reason tallied on the way. `aclose()` stops generation upstream. With
+    citations on, the chunks are the text as shown (`[n]` naming no source removed); once
+    they are consumed, `best_spans()` and `verify()` (pipelines/citations.py)."""
 
     prompt: Prompt
     ttft_ms: float
@@ -192,6 +200,8 @@ class Answer:
     finish_reason: str = "stop"
     usage: Usage = field(default_factory=Usage)
     text: list[str] = field(default_factory=list)
+    _citations: AnswerCitations | None = None
+    _best: dict[int, Span | None] = field(default_factory=dict)
 
     @property
     def query(self) -> str:
@@ -205,11 +215,14 @@ class Answer:
         pending = [self._first] if self._first is not None else []
         self._first = None
         for chunk in pending:
-            self._account(chunk)
-            yield chunk
+            yield self._account(chunk)
         async for chunk in self._rest:
-            self._account(chunk)
-            yield chunk
+            yield self._account(chunk)
+        if self._citations is not None:
+            rest = self._citations.filter.flush()  # a stream that ended without a last chunk
+            if rest:
+                self.text.append(rest)
+                yield GenerationChunk(text=rest)
 
     async def collect(self) -> str:
         """The whole answer text (for non-streaming callers); generation is closed after."""
@@ -220,7 +233,10 @@ class Answer:
             await self.aclose()
         return "".join(self.text)
 
-    def _account(self, chunk: GenerationChunk) -> None:
+    def _account(self, chunk: GenerationChunk) -> GenerationChunk:
+        """Tally the chunk; its text as shown (markers filtered)."""
+        if self._citations is not None:
+            chunk = self._citations.shown(chunk)
         if chunk.text:
             self.text.append(chunk.text)
         if chunk.finish_reason is not None:
@@ -229,6 +245,30 @@ class Answer:
             self.usage.prompt_tokens = chunk.prompt_tokens
         if chunk.completion_tokens is not None:
             self.usage.completion_tokens = chunk.completion_tokens
+        return chunk
+
+    async def best_spans(self) -> dict[int, Span | None]:
+        """Each source's best span for the question, by number (embedded since the prompt)."""
+        if self._citations is not None and not self._best:
+            self._best = await self._citations.best_spans()
+        return self._best
+
+    def best_span(self, n: int) -> Span | None:
+        """Source n's best span once `best_spans()` was awaited."""
+        return self._best.get(n)
+
+    async def verify(self) -> CitationReport:
+        """The citations, each with its source's best supporting span, and the invalid markers
+        removed; once the chunks are consumed (made once; empty when off or nothing found)."""
+        if self._citations is None:
+            return NO_CITATIONS
+        return await self._citations.verify()
+
+    @property
+    def citations(self) -> CitationReport:
+        """The report `verify()` made (empty before)."""
+        report = self._citations.report if self._citations is not None else None
+        return report if report is not None else NO_CITATIONS
 
     async def aclose(self) -> None:
         """Stop generation upstream (the vLLM request is aborted)."""
@@ -253,19 +293,25 @@ class RagChain:
         *,
         rewrite_followups: bool = True,
         admission: Admission | None = None,
+        citations: CitationSettings | None = None,
     ) -> None:
         self._retrieval = retrieval
+        self._citations = citations or CitationSettings()
         self._generator = generator
         self._rewrite = rewrite_followups
         # The gate `generator` stands behind, if any: checked before retrieval, so that an
         # overloaded service refuses a request before paying for its search.
         self._admission = admission
+        # The answer prompt's variant (RAG_CITATIONS__PROMPT; an unknown name fails here).
+        self._variant = prompts.prompt_variant(self._citations.prompt)
+        system, *examples = self._variant.template_messages()
         self._prompt = ChatPromptTemplate.from_messages(
             [
                 # The instructions are a variable, not template text: braces in them stay text.
-                ("system", prompts.SYSTEM + "{instructions}"),
+                (system[0], system[1] + "{instructions}"),
+                *examples,
                 MessagesPlaceholder("history"),
-                ("human", prompts.QUESTION),
+                ("human", self._variant.question),
             ]
         )
 
@@ -291,7 +337,7 @@ class RagChain:
         """Prompt tokens left for the sources once the rest of the prompt and the answer fit."""
         count = self._generator.count_tokens
         fixed = (
-            count(prompts.SYSTEM)
+            count(self._variant.fixed_text())
             + count(prompts.format_instructions(ask.instructions))
             + count(ask.question)
             + sum(count(m.content) + 4 for m in history)
@@ -322,7 +368,12 @@ class RagChain:
     ) -> tuple[list[Source], list[ChatMessage]]:
         """The sources within the token budget and the prompt over them (none: no prompt)."""
         history = ask.history[-_MAX_HISTORY_MESSAGES:]
-        sources = pack_sources(docs, self._budget(ask, history), self._generator.count_tokens)
+        sources = pack_sources(
+            docs,
+            self._budget(ask, history),
+            self._generator.count_tokens,
+            self._variant.format_source,
+        )
         return sources, self._render(sources, history, ask) if sources else []
 
     async def prompt(self, ask: AskInput) -> Prompt:
@@ -355,6 +406,9 @@ class RagChain:
         if self._admission is not None:
             self._admission.check()
         prompt = await self.prompt(ask)
+        citations = AnswerCitations.begin(
+            self._citations, self._retrieval.embedder, prompt.query, prompt.sources
+        )
         if prompt.sources:
             stream = self._generator.stream(
                 GenerationRequest(
@@ -381,6 +435,7 @@ class RagChain:
             ttft_ms=(time.perf_counter() - prompt.started_at) * 1000,
             _first=first,
             _rest=stream,
+            _citations=citations,
         )
 
 

@@ -6,7 +6,8 @@ from typing import ClassVar, Literal
 
 
 class RagError(Exception):
-    """Base: a machine-readable code, an HTTP status, and whether a retry may succeed."""
+    """Base: a machine-readable code, an HTTP status, and whether a retry may succeed; `param`
+    names the request field at fault, when one is (OpenAI's `param`, the SDKs' `err.param`)."""
 
     code = "internal_error"
     status = 500
@@ -15,9 +16,10 @@ class RagError(Exception):
         None  # extra response headers (e.g. WWW-Authenticate)
     )
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param
 
     def response_headers(self) -> dict[str, str] | None:
         """The headers an HTTP answer to this error carries."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import math
@@ -171,23 +172,28 @@ def contains_answer(text: str, answers: Iterable[str]) -> bool:
 class QAItem:
     qid: str
     question: str
-    answers: list[str]
+    answers: list[str]  # empty: an off-topic question, whose right answer is "nothing found"
     context_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SquadDataset:
-    """Answerable questions and the contexts they were asked about (the corpus to search)."""
+    """Answerable questions and the contexts they were asked about (the corpus to search);
+    `off_topic`: questions nothing in the corpus answers."""
 
     items: list[QAItem]
     corpus: dict[str, tuple[str, str]]  # context id -> (title, text)
+    off_topic: list[QAItem] = field(default_factory=list)
 
 
 def load_squad(path: Path) -> SquadDataset:
-    """SQuAD v1.1/v2.0 JSON (`data[].paragraphs[].{context, qas[]}`); unanswerable questions
-    (no answer strings) are skipped. Each distinct paragraph becomes one corpus document."""
+    """SQuAD v1.1/v2.0 JSON (`data[].paragraphs[].{context, qas[]}`). Each distinct paragraph
+    becomes one corpus document. Unanswerable questions (no answer strings) are skipped,
+    except those marked `"off_topic": true` (about nothing in the whole corpus, unlike SQuAD
+    v2.0's, which are about their paragraph): those are `off_topic`."""
     raw = json.loads(path.read_text(encoding="utf-8"))
     items: list[QAItem] = []
+    off_topic: list[QAItem] = []
     corpus: dict[str, tuple[str, str]] = {}
     ids: dict[str, str] = {}
     for a, article in enumerate(raw.get("data", [])):
@@ -201,11 +207,15 @@ def load_squad(path: Path) -> SquadDataset:
             for qa in para.get("qas", []):
                 answers = [str(x.get("text", "")) for x in qa.get("answers", [])]
                 answers = list(dict.fromkeys(x for x in answers if x.strip()))
-                if not answers or not str(qa.get("question", "")).strip():
+                question = str(qa.get("question", ""))
+                if not question.strip():
                     continue
-                qid = str(qa.get("id", f"{context_id}-{len(items)}"))
-                items.append(QAItem(qid, str(qa["question"]), answers, context_id))
-    return SquadDataset(items=items, corpus=corpus)
+                qid = str(qa.get("id", f"{context_id}-{len(items) + len(off_topic)}"))
+                if answers:
+                    items.append(QAItem(qid, question, answers, context_id))
+                elif qa.get("off_topic") is True:
+                    off_topic.append(QAItem(qid, question, []))
+    return SquadDataset(items=items, corpus=corpus, off_topic=off_topic)
 
 
 _CITATION = re.compile(r"\[(\d+)\]")
@@ -216,14 +226,88 @@ def cited_numbers(answer: str) -> list[int]:
     return list(dict.fromkeys(int(n) for n in _CITATION.findall(answer)))
 
 
+@dataclass(frozen=True, slots=True)
+class CitationCheck:
+    """One citation of an answer as the chain verified it: source `n`, supported or not."""
+
+    n: int
+    supported: bool
+
+
 @dataclass(slots=True)
 class GeneratedAnswer:
     text: str
     sources: list[str] = field(default_factory=list)  # source texts; `[n]` is sources[n - 1]
+    # The corpus id of each source's document (as `sources`); empty: unknown.
+    source_docs: list[str] = field(default_factory=list)
+    # The chain's verified citations; None: read `[n]` markers off the text (no support).
+    citations: list[CitationCheck] | None = None
+    # Markers naming no source given (the chain removed them from the text; or, read off the
+    # text, those out of range).
+    invalid_markers: int = 0
+
+    def checked_citations(self) -> list[CitationCheck]:
+        """The valid citations: the chain's, or each `[n]` naming a source (support unknown:
+        counted unsupported)."""
+        if self.citations is not None:
+            return [c for c in self.citations if 1 <= c.n <= len(self.sources)]
+        numbers = cited_numbers(self.text)
+        return [CitationCheck(n, False) for n in numbers if 1 <= n <= len(self.sources)]
 
 
 # question -> the generated answer with its numbered sources
 AnswerFn = Callable[[str], Awaitable[GeneratedAnswer]]
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Counts summed over the questions (each question adds its own)."""
+
+    hits_at: dict[int, int]
+    contains: int = 0
+    cited: int = 0
+    correct: int = 0
+    citations: int = 0
+    precise: int = 0
+    supported: int = 0
+    invalid: int = 0
+    shown: int = 0
+    irrelevant: int = 0
+    with_irrelevant: int = 0
+    answerable_nothing: int = 0
+    off_topic_nothing: int = 0
+    off_topic_shown: int = 0
+    verified: bool = False
+
+
+def _relevant(source: str, doc: str, item: QAItem) -> bool:
+    """A shown source is relevant if it holds a gold answer or comes from the gold document."""
+    return contains_answer(source, item.answers) or bool(doc and doc == item.context_id)
+
+
+def _score_answer(got: GeneratedAnswer, item: QAItem, tally: _Tally) -> None:
+    tally.contains += contains_answer(got.text, item.answers)
+    checks = got.checked_citations()
+    tally.verified |= got.citations is not None
+    numbers = list(dict.fromkeys(c.n for c in checks))
+    tally.cited += bool(numbers)
+    tally.correct += any(contains_answer(got.sources[n - 1], item.answers) for n in numbers)
+    tally.citations += len(checks)
+    tally.precise += sum(contains_answer(got.sources[c.n - 1], item.answers) for c in checks)
+    tally.supported += sum(c.supported for c in checks)
+    tally.invalid += got.invalid_markers
+    if got.citations is None:
+        tally.invalid += sum(not 1 <= n <= len(got.sources) for n in cited_numbers(got.text))
+    docs = got.source_docs if len(got.source_docs) == len(got.sources) else [""] * len(got.sources)
+    irrelevant = sum(not _relevant(s, d, item) for s, d in zip(got.sources, docs, strict=True))
+    tally.shown += len(got.sources)
+    tally.irrelevant += irrelevant
+    tally.with_irrelevant += irrelevant > 0
+    tally.answerable_nothing += not got.sources
+
+
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
 
 
 async def evaluate_squad(
@@ -233,31 +317,74 @@ async def evaluate_squad(
     ks: Sequence[int] = (1, 5, 10),
     answer: AnswerFn | None = None,
     progress: Callable[[int], None] | None = None,
+    off_topic: Sequence[QAItem] = (),
+    concurrency: int = 1,
 ) -> dict[str, float]:
-    """hit@k: a chunk among the top k contains a gold answer; with `answer`, also the rate of
-    answers containing a gold answer, of answers citing a source, and of answers whose cited
-    sources include one that contains a gold answer (citation correctness)."""
+    """hit@k: a chunk among the top k contains a gold answer. With `answer`, trust too:
+
+    - `answer_contains_gold`: answers containing a gold answer;
+    - `citation_rate` (also `cited`): answers with at least one valid citation (`[n]` naming
+      a source given); `citation_correct`: answers citing a source that holds a gold answer;
+    - `citation_precision`: of all valid citations, the share whose source holds a gold
+      answer; `supported_citation_rate`: the share the chain marked supported (only when
+      the answers carry the chain's verified citations); `invalid_markers`: `[n]` naming no
+      source given;
+    - `irrelevant_sources_share` / `_mean`: shown sources neither holding a gold answer nor
+      from the gold document, as a share of all shown and per question;
+      `questions_with_irrelevant_sources`; `sources_mean`; `answerable_nothing_found`;
+    - with `off_topic` questions: `off_topic_nothing_found`, the share answered with no
+      sources (without `answer`: searches that return nothing), `off_topic_sources_mean`.
+
+    `concurrency` questions are in flight at once (a batching engine answers them together).
+    """
     ks = sorted(set(ks))
-    hits_at = dict.fromkeys(ks, 0)
-    contains = cited = correct = 0
-    for item in items:
-        hits = await search(item.question, ks[-1])
-        first = next((i for i, h in enumerate(hits) if contains_answer(h.text, item.answers)), None)
-        for k in ks:
-            hits_at[k] += first is not None and first < k
-        if answer is not None:
-            got = await answer(item.question)
-            contains += contains_answer(got.text, item.answers)
-            numbers = [n for n in cited_numbers(got.text) if 1 <= n <= len(got.sources)]
-            cited += bool(numbers)
-            correct += any(contains_answer(got.sources[n - 1], item.answers) for n in numbers)
+    tally = _Tally(hits_at=dict.fromkeys(ks, 0))
+    gate = asyncio.Semaphore(max(concurrency, 1))
+
+    async def one(item: QAItem) -> None:
+        async with gate:
+            if item.answers:
+                hits = await search(item.question, ks[-1])
+                first = next(
+                    (i for i, h in enumerate(hits) if contains_answer(h.text, item.answers)), None
+                )
+                for k in ks:
+                    tally.hits_at[k] += first is not None and first < k
+                if answer is not None:
+                    _score_answer(await answer(item.question), item, tally)
+            elif answer is not None:
+                got = await answer(item.question)
+                tally.off_topic_nothing += not got.sources and not got.checked_citations()
+                tally.off_topic_shown += len(got.sources)
+            else:
+                hits = await search(item.question, ks[-1])
+                tally.off_topic_nothing += not hits
+                tally.off_topic_shown += len(hits)
         if progress is not None:
             progress(1)
+
+    await asyncio.gather(*(one(item) for item in [*items, *off_topic]))
     n = len(items)
-    out: dict[str, float] = {f"hit@{k}": (hits_at[k] / n if n else 0.0) for k in ks}
+    out: dict[str, float] = {f"hit@{k}": _ratio(tally.hits_at[k], n) for k in ks}
     if answer is not None:
-        out["answer_contains_gold"] = contains / n if n else 0.0
-        out["cited"] = cited / n if n else 0.0
-        out["citation_correct"] = correct / n if n else 0.0
+        out["answer_contains_gold"] = _ratio(tally.contains, n)
+        out["cited"] = _ratio(tally.cited, n)
+        out["citation_correct"] = _ratio(tally.correct, n)
+        out["citation_rate"] = out["cited"]
+        out["citation_precision"] = _ratio(tally.precise, tally.citations)
+        if tally.verified:
+            out["supported_citation_rate"] = _ratio(tally.supported, tally.citations)
+        out["citations"] = tally.citations
+        out["citations_per_answer"] = _ratio(tally.citations, n)
+        out["invalid_markers"] = tally.invalid
+        out["sources_mean"] = _ratio(tally.shown, n)
+        out["irrelevant_sources_share"] = _ratio(tally.irrelevant, tally.shown)
+        out["irrelevant_sources_mean"] = _ratio(tally.irrelevant, n)
+        out["questions_with_irrelevant_sources"] = _ratio(tally.with_irrelevant, n)
+        out["answerable_nothing_found"] = _ratio(tally.answerable_nothing, n)
     out["questions"] = n
+    if off_topic:
+        out["off_topic_questions"] = len(off_topic)
+        out["off_topic_nothing_found"] = _ratio(tally.off_topic_nothing, len(off_topic))
+        out["off_topic_sources_mean"] = _ratio(tally.off_topic_shown, len(off_topic))
     return out

@@ -1,4 +1,5 @@
-"""How hits are ranked: the search plan, hybrid fusion, MMR and near-duplicate removal."""
+"""How hits are ranked: the search plan, hybrid fusion, MMR, near-duplicate removal and the
+calibrated relevance of a hit (what the relevance floor compares)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import heapq
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -193,29 +194,38 @@ async def ranked_search(
     filters: W,
     params: HybridParams,
 ) -> list[Hit]:
-    """Dense, sparse or fused hybrid search, optionally diversified (MMR).
+    """Dense, sparse or fused hybrid search, optionally diversified (MMR); every hit carries
+    its raw cosine and BM25 score where the search has them.
 
     A plain dense or sparse query returns its payloads directly. Hybrid runs the sparse side
     while the dense query vector is still being computed (`dense` may be an async function),
     then the dense side; the fused best k fetch their payloads. At 1M points on 2 cores the
-    overlap took 2–3 ms off a hybrid query (docs/benchmarks.md).
+    overlap took 2–3 ms off a hybrid query (docs/benchmarks.md). A sparse search given a
+    dense query too ranks by BM25 alone and computes its hits' cosines afterwards.
     """
     dense_q = dense if mode in ("dense", "hybrid") else None
     sparse_q = sparse if sparse is not None and sparse.indices and mode != "dense" else None
+    cosines = dense if mode == "sparse" and sparse_q is not None else None
     mmr_on = params.mmr_diversity > 0
-    if mode != "hybrid" and not mmr_on:
+    if mode != "hybrid" and not mmr_on and cosines is None:
         if dense_q is not None:
-            vector = await _resolve(dense_q)
-            return await source.nearest_hits(collection, vector, limit=k, filters=filters)
+            found = await source.nearest_hits(
+                collection, await _resolve(dense_q), limit=k, filters=filters
+            )
+            return [replace(h, dense_score=h.score) for h in found]
         if sparse_q is not None:
-            return await source.nearest_hits(collection, sparse_q, limit=k, filters=filters)
+            found = await source.nearest_hits(collection, sparse_q, limit=k, filters=filters)
+            return [replace(h, sparse_score=h.score) for h in found]
         return []
-    depth = params.depth(k) if mode == "hybrid" else params.mmr_candidates(k)
+    single = params.mmr_candidates(k) if mmr_on else k
+    depth = params.depth(k) if mode == "hybrid" else single
     # The query's embedding starts first: once its worker thread is inside the inference
     # engine (which releases the GIL), the sparse search runs beside it. qdrant-edge 0.9
     # holds the GIL for a whole search, so started first it would stall the embedding.
-    dense_side = asyncio.ensure_future(_resolve(dense_q)) if dense_q is not None else None
+    embedding = dense_q if dense_q is not None else cosines
+    dense_side = asyncio.ensure_future(_resolve(embedding)) if embedding is not None else None
     sparse_side = None
+    vector: list[float] | None = None
     try:
         if sparse_q is not None:
             await asyncio.sleep(0)  # the embedding task reaches its worker thread
@@ -225,6 +235,7 @@ async def ranked_search(
         dense_ids: list[Scored] = []
         if dense_side is not None:
             vector = await dense_side
+        if dense_q is not None and vector is not None:
             dense_ids = await source.nearest_ids(
                 collection, vector, limit=depth, k=k, filters=filters
             )
@@ -237,13 +248,117 @@ async def ranked_search(
         ranked = fuse(dense_ids, sparse_ids, params, limit=keep)
     else:  # one side only (e.g. hybrid with no known query term)
         ranked = (dense_ids if dense_q is not None else sparse_ids)[:keep]
+    vectors: Mapping[Any, Sequence[float]] = {}
     if mmr_on:
         vectors = await source.dense_vectors(collection, [pid for pid, _ in ranked])
         ranked = mmr(ranked, vectors, k, params.mmr_diversity)
     ranked = ranked[:k]
     if not ranked:
         return []
-    return await source.hits(collection, ranked)
+    sides = Sides(dense_ids, sparse_ids, depth)
+    if vector is not None:
+        await sides.add_cosines(source, collection, vector, [pid for pid, _ in ranked], vectors)
+    return await sides.hits(source, collection, ranked)
+
+
+class Sides:
+    """The raw cosine and BM25 score of each ranked point (the calibration's features), from
+    the candidate lists. A point missing from a full list scores at most that list's last
+    score there, and gets that bound; missing from a shorter one (which listed every match),
+    0. Cosines missing from the dense list can be computed exactly (`add_cosines`)."""
+
+    def __init__(self, dense: Sequence[Scored], sparse: Sequence[Scored], depth: int) -> None:
+        def bound(scored: Sequence[Scored]) -> float | None:
+            return (scored[-1][1] if len(scored) >= depth else 0.0) if scored else None
+
+        self.dense, self.dense_bound = dict(dense), bound(dense)
+        self.sparse, self.sparse_bound = dict(sparse), bound(sparse)
+
+    async def add_cosines(
+        self,
+        source: CandidateSource[Any],
+        collection: str,
+        query: Sequence[float],
+        ids: Sequence[Any],
+        known: Mapping[Any, Sequence[float]],
+    ) -> None:
+        missing = [pid for pid in ids if pid not in self.dense]
+        if not missing:
+            return
+        fetched = {pid: known[pid] for pid in missing if pid in known}
+        if len(fetched) < len(missing):
+            rest = [pid for pid in missing if pid not in fetched]
+            fetched.update(await source.dense_vectors(collection, rest))
+        q = np.asarray(query, dtype=np.float64)
+        q /= max(float(np.linalg.norm(q)), 1e-12)
+        for pid, vec in fetched.items():
+            v = np.asarray(vec, dtype=np.float64)
+            if v.shape == q.shape:
+                self.dense[pid] = float(v @ q) / max(float(np.linalg.norm(v)), 1e-12)
+
+    async def hits(
+        self, source: CandidateSource[Any], collection: str, ranked: Sequence[Scored]
+    ) -> list[Hit]:
+        """The ranked points with their payloads and side scores, in order."""
+        # The backends return hits in the order asked, skipping points deleted meanwhile:
+        # asked with its rank as its score, each hit says which ranked point it is.
+        asked = [(pid, float(i)) for i, (pid, _) in enumerate(ranked)]
+        out = []
+        for hit in await source.hits(collection, asked):
+            pid, score = ranked[int(hit.score)]
+            dense = self.dense.get(pid, self.dense_bound)
+            sparse = self.sparse.get(pid, self.sparse_bound)
+            out.append(replace(hit, score=score, dense_score=dense, sparse_score=sparse))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """A hit's probability of relevance, a logistic function of its absolute scores:
+    1 / (1 + exp(-(intercept + dense·cosine + sparse·BM25 + rerank·reranker score))).
+
+    A score the search did not compute counts as 0 (a sparse side that matched no query term
+    scores 0); each mode's fit gives weight only to the scores that mode has.
+    """
+
+    intercept: float
+    dense: float = 0.0
+    sparse: float = 0.0
+    rerank: float = 0.0
+
+    @classmethod
+    def of(cls, params: tuple[float, float, float]) -> Calibration:
+        """From a mode's settings: (intercept, cosine weight, BM25 weight)."""
+        intercept, dense, sparse = params
+        return cls(intercept, dense=dense, sparse=sparse)
+
+    @classmethod
+    def of_reranker(cls, params: tuple[float, float]) -> Calibration:
+        """From the reranker's settings: (intercept, weight of its score)."""
+        intercept, rerank = params
+        return cls(intercept, rerank=rerank)
+
+    def probability(
+        self, dense: float | None, sparse: float | None, rerank: float | None = None
+    ) -> float:
+        z = self.intercept
+        z += self.dense * (dense or 0.0) + self.sparse * (sparse or 0.0)
+        z += self.rerank * (rerank or 0.0)
+        if z < -700:  # exp overflows past ~709; the probability is 0 to double precision
+            return 0.0
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+def above_floor(
+    hits: Sequence[Hit], relevance: Sequence[float], floor: float, *, by_relevance: bool
+) -> list[Hit]:
+    """The hits whose probability of relevance clears the floor, each with that probability
+    as its score (what the sources and search hits show): in their order, or, `by_relevance`,
+    most probable first (ties in their order)."""
+    kept = [replace(hit, score=p) for hit, p in zip(hits, relevance, strict=True) if p >= floor]
+    if by_relevance:
+        kept.sort(key=lambda hit: -hit.score)  # stable
+    return kept
 
 
 # -- near-duplicate removal -----------------------------------------------------------------

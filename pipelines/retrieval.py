@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -20,7 +21,7 @@ from pipelines.access import Access
 from pipelines.errors import InvalidInput
 from pipelines.microbatch import BatchStats, MicroBatcher
 from pipelines.ports import Embedder, Reranker, SparseEncoder, VectorStore
-from pipelines.ranking import dedupe_hits
+from pipelines.ranking import Calibration, above_floor, dedupe_hits
 from pipelines.settings import EmbeddingSettings, RetrievalSettings
 from pipelines.telemetry import NO_TELEMETRY, Telemetry
 from pipelines.types import Filters, Hit, SearchMode
@@ -34,9 +35,11 @@ class RetrievalService:
 
     Candidates come from the store (dense, sparse or fused hybrid, filters inside the vector
     query); an optional cross-encoder reorders the best `rerank_candidates`; near-identical
-    chunks are dropped; the best k are returned. Concurrent searches share their model calls:
-    query embeddings go through one micro-batcher, reranks through another (one model call
-    at a time between them, as each uses every core).
+    chunks are dropped; hits whose probability of relevance (`Calibration`, per mode, from
+    their absolute scores) is below the relevance floor are dropped, and that probability is
+    the score of the best k returned. Concurrent searches share their model calls: query
+    embeddings go through one micro-batcher, reranks through another (one model call at a
+    time between them, as each uses every core).
 
     Each search is reported to `telemetry` (attachable after construction) by phase: `embed`
     is the query's vectors as the search waited for them (the BM25 encoding, and the dense
@@ -60,6 +63,9 @@ class RetrievalService:
         rerank_candidates: int = _DEFAULTS.rerank_candidates,
         dedupe: bool = _DEFAULTS.dedupe,
         dedupe_similarity: float = _DEFAULTS.dedupe_similarity,
+        relevance_floor: float = _DEFAULTS.relevance_floor,
+        calibrations: dict[SearchMode, Calibration] | None = None,
+        rerank_calibration: Calibration | None = None,
         query_batch_max: int = _BATCHING.query_batch_max,
         query_batch_wait_ms: float = _BATCHING.query_batch_wait_ms,
         telemetry: Telemetry = NO_TELEMETRY,
@@ -74,6 +80,11 @@ class RetrievalService:
         self.rerank_candidates = rerank_candidates
         self.dedupe = dedupe
         self.dedupe_similarity = dedupe_similarity
+        self.relevance_floor = relevance_floor
+        self.calibrations = calibrations or calibrations_of(_DEFAULTS)
+        self.rerank_calibration = rerank_calibration or Calibration.of_reranker(
+            _DEFAULTS.calibration_rerank
+        )
         limiter = anyio.CapacityLimiter(1)  # one model call at a time: each uses every core
         self._queries = MicroBatcher(
             embedder.embed_queries,
@@ -131,6 +142,9 @@ class RetrievalService:
             rerank_candidates=settings.rerank_candidates,
             dedupe=settings.dedupe,
             dedupe_similarity=settings.dedupe_similarity,
+            relevance_floor=settings.relevance_floor,
+            calibrations=calibrations_of(settings),
+            rerank_calibration=Calibration.of_reranker(settings.calibration_rerank),
             query_batch_max=batching.query_batch_max,
             query_batch_wait_ms=batching.query_batch_wait_ms,
         )
@@ -154,9 +168,12 @@ class RetrievalService:
         k: int | None = None,
         mode: SearchMode | None = None,
         filters: Filters | None = None,
+        min_score: float | None = None,
     ) -> list[Hit]:
-        """The best k chunks the caller (`access`) may read; the store checks the collection
-        and selects the documents inside the vector query."""
+        """The best k chunks the caller (`access`) may read whose probability of relevance
+        is at least `min_score` (None: the relevance floor; 0: every hit), that probability
+        as their score; the store checks the collection and selects the documents inside the
+        vector query."""
         if not query.strip():
             raise InvalidInput("query is empty")
         k = k or self.default_k
@@ -167,8 +184,12 @@ class RetrievalService:
         # The store checks the collection, and awaits the embedding when it needs it (hybrid:
         # after starting the sparse side).
         embedding_s: list[float] = []
+        # A sparse search embeds the query too when its calibration reads the hits' cosines.
+        cosines = mode == "sparse" and self.calibrations["sparse"].dense != 0
         dense = (
-            partial(self._embed_query, query, embedding_s) if mode in ("dense", "hybrid") else None
+            partial(self._embed_query, query, embedding_s)
+            if mode in ("dense", "hybrid") or cosines
+            else None
         )
         sparse = self.sparse.encode_query(query) if mode in ("sparse", "hybrid") else None
         encoded = time.perf_counter()
@@ -185,10 +206,17 @@ class RetrievalService:
             filters=filters,
         )
         searched = time.perf_counter()
-        reranked = searched
+        reranked, rerank_scores = searched, list[float]()
         if self._reranks is not None and hits:
-            hits = await self._rerank(self._reranks, query, hits)
+            hits, rerank_scores = await self._rerank(self._reranks, query, hits)
             reranked = time.perf_counter()
+        floor = self.relevance_floor if min_score is None else min_score
+        # Ranked by the probability where that ranks at least as well as the search's own
+        # order (dense: the same order; sparse: better, the cosine helps), by the fused score
+        # in hybrid mode, by the reranker's when there is one (SciFact; docs/benchmarks.md).
+        by_relevance = mode != "hybrid" and not rerank_scores
+        relevance = self.relevance(hits, mode, rerank_scores)
+        hits = above_floor(hits, relevance, floor, by_relevance=by_relevance)
         if self.dedupe:
             hits = dedupe_hits(hits, self.dedupe_similarity, limit=k)
         hits = hits[:k]
@@ -200,6 +228,16 @@ class RetrievalService:
         telemetry.retrieval_phase(mode, "total", time.perf_counter() - began)
         telemetry.retrieval_hits(collection, mode, len(hits))
         return hits
+
+    def relevance(
+        self, hits: Sequence[Hit], mode: SearchMode, rerank_scores: Sequence[float] = ()
+    ) -> list[float]:
+        """Each hit's probability of relevance: the reranker's calibration for the reranked
+        head (`rerank_scores`, in order), the mode's for the rest."""
+        by_mode, by_reranker = self.calibrations[mode], self.rerank_calibration
+        head = [by_reranker.probability(None, None, s) for s in rerank_scores]
+        tail = hits[len(head) :]
+        return head + [by_mode.probability(h.dense_score, h.sparse_score) for h in tail]
 
     async def _embed_query(self, query: str, spent: list[float]) -> list[float]:
         began = time.perf_counter()
@@ -213,15 +251,23 @@ class RetrievalService:
         reranks: MicroBatcher[tuple[str, Sequence[str]], list[float]],
         query: str,
         hits: list[Hit],
-    ) -> list[Hit]:
+    ) -> tuple[list[Hit], list[float]]:
+        """The hits with the reranked head first, and the head's reranker scores in order."""
         head, tail = hits[: self.rerank_candidates], hits[self.rerank_candidates :]
         scores = await reranks.submit((query, [h.text for h in head]))
         order = sorted(range(len(head)), key=lambda i: scores[i], reverse=True)
-        reranked = [
-            Hit(score=scores[i], chunk_id=head[i].chunk_id, payload=head[i].payload) for i in order
-        ]
+        reranked = [replace(head[i], score=scores[i]) for i in order]
         # Below the reranked head, keep the store's order (their scores are on another scale).
-        return reranked + tail
+        return reranked + tail, [scores[i] for i in order]
+
+
+def calibrations_of(settings: RetrievalSettings) -> dict[SearchMode, Calibration]:
+    """Each search mode's calibration, from the settings."""
+    return {
+        "dense": Calibration.of(settings.calibration_dense),
+        "sparse": Calibration.of(settings.calibration_sparse),
+        "hybrid": Calibration.of(settings.calibration_hybrid),
+    }
 
 
 def hit_to_document(hit: Hit) -> Document:
@@ -245,6 +291,7 @@ class StoreRetriever(BaseRetriever):
     k: int | None = None
     mode: SearchMode | None = None
     filters: Filters | None = None
+    min_score: float | None = None  # None: the service's relevance floor
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
@@ -261,5 +308,6 @@ class StoreRetriever(BaseRetriever):
             k=kwargs.get("k", self.k),
             mode=kwargs.get("mode", self.mode),
             filters=kwargs.get("filters", self.filters),
+            min_score=kwargs.get("min_score", self.min_score),
         )
         return [hit_to_document(h) for h in hits]

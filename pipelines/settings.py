@@ -162,6 +162,24 @@ class RetrievalSettings(BaseModel):
     rerank_model: str | None = None
     rerank_candidates: int = Field(default=50, ge=1, le=1000)
     rerank_batch_size: int = Field(default=32, ge=1)
+    # The relevance floor (issue 19). Each hit's probability of relevance is a logistic
+    # function of its absolute scores, never of its rank among this query's candidates:
+    # p = 1 / (1 + exp(-(intercept + a·cosine + b·BM25))), with (intercept, a, b) per mode,
+    # fitted on SciFact train (relevant vs non-relevant chunks among the top 10 retrieved;
+    # bench/relevance_floor.py, docs/benchmarks.md "Relevance floor"). Hits with p below the
+    # floor are neither given to the model nor shown; p is the `score` sources and search
+    # hits show. 0 turns the floor off (scores stay calibrated). The floor is the highest
+    # that keeps SciFact train recall@5 and @10 within 0.5 point in every mode. SciFact's
+    # claims each have one or two relevant abstracts in 5,183, so even a good hit's p is
+    # modest: 0.02–0.24 for the samples' on-topic questions, ≤ 0.003 for off-topic ones.
+    relevance_floor: float = Field(default=0.01, ge=0, le=1)
+    calibration_dense: tuple[float, float, float] = (-8.4207, 11.6928, 0.0)
+    calibration_sparse: tuple[float, float, float] = (-7.3432, 8.4121, 0.0544)
+    calibration_hybrid: tuple[float, float, float] = (-6.8759, 6.649, 0.0748)
+    # With a reranker, its reranked head's p is 1 / (1 + exp(-(intercept + a·score))):
+    # (0, 1) reads a cross-encoder's logit as ms-marco models are trained to give it. Not
+    # fitted here (no cross-encoder ships offline): fit it for the model you set.
+    calibration_rerank: tuple[float, float] = (0.0, 1.0)
 
 
 class CitationSettings(BaseModel):
@@ -170,9 +188,15 @@ class CitationSettings(BaseModel):
 
     enabled: bool = True
     # Below this support (cosine of the answer sentence and the best source span, both
-    # embedded by the service's embedder) a citation is marked unsupported; calibrated on a
-    # train split (docs/benchmarks.md).
-    support_floor: float = Field(default=0.5, ge=-1, le=1)
+    # embedded by the service's embedder) a citation is marked unsupported. Calibrated on
+    # SciFact train (bench/citation_support.py, docs/benchmarks.md "Citation support"): a claim
+    # vs its own abstract, vs same-topic BM25 hard negatives and random abstracts; 0.54
+    # maximizes F1 (recall 0.83; random abstracts supported 1 %, hard negatives 52 %). Set for
+    # the bundled all-MiniLM-L6-v2: recalibrate with another embedder.
+    support_floor: float = Field(default=0.54, ge=-1, le=1)
+    # The answer prompt's variant by name (pipelines/prompts.py PROMPTS; measured side by
+    # side by bench/citation_prompts.py, docs/benchmarks.md "Citations and prompts").
+    prompt: str = "extract"
 
 
 class ServerSettings(BaseModel):

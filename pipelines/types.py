@@ -105,6 +105,11 @@ class Hit:
     score: float
     chunk_id: str
     payload: dict[str, Any]
+    # The hit's raw side scores, absolute (not normalized per query): its dense cosine and its
+    # BM25 score, None where the search did not compute that side. The relevance floor's
+    # calibration reads them (pipelines/ranking.py `Calibration`).
+    dense_score: float | None = None
+    sparse_score: float | None = None
 
     @property
     def text(self) -> str:

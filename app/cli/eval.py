@@ -62,7 +62,8 @@ def _emit(
     rows = result if all(isinstance(v, dict) for v in result.values()) else {"": result}
     table = Table("mode", *metrics, title=title)
     for name, row in rows.items():
-        table.add_row(name or str(row.get("mode", "")), *(f"{row[m]:.4f}" for m in metrics))
+        cells = (f"{row[m]:.4f}" if m in row else "-" for m in metrics)  # not measured: "-"
+        table.add_row(name or str(row.get("mode", "")), *cells)
     out.print(table)
     if path is not None:
         console.print(f"[dim]wrote {path}[/]")
@@ -175,16 +176,25 @@ def squad(
         bool, typer.Option("--no-answers", help="Retrieval only: skip answer generation.")
     ] = False,
     limit: Annotated[
-        int | None, typer.Option(help="Use only the first N questions.", min=1)
+        int | None,
+        typer.Option(
+            help="Use only the first N questions (and the first N off-topic ones).", min=1
+        ),
     ] = None,
+    concurrency: Annotated[
+        int, typer.Option(help="Questions answered at once (the engine batches them).", min=1)
+    ] = 1,
     as_json: JsonFlag = False,
     out_file: OutFile = None,
 ) -> None:
-    """hit@k (a retrieved chunk contains a gold answer), and with answers: how often the
-    answer contains a gold answer and cites a source that does (citation correctness).
+    """hit@k (a retrieved chunk contains a gold answer), and with answers, trust: how often
+    the answer contains a gold answer, cites a valid source (citation rate), cites sources
+    that hold the gold answer (citation precision) and that the chain found supported, and
+    how many shown sources are irrelevant (no gold answer, not the gold document).
 
-    The file's paragraphs are ingested into a throw-away collection; matching ignores case
-    and whitespace.
+    Questions marked `"off_topic": true` (no answers) score the share answered "nothing
+    found" with no sources. The file's paragraphs are ingested into a throw-away collection;
+    matching ignores case and whitespace; the prompt variant is RAG_CITATIONS__PROMPT.
     """
     from pipelines.evaluation import corpus_jsonl, evaluate_squad, load_squad
 
@@ -198,6 +208,7 @@ def squad(
     except (ValueError, AttributeError, TypeError) as exc:
         raise fail(f"{file} is not SQuAD JSON ({exc})") from exc
     items = data.items[:limit] if limit else data.items
+    off_topic = data.off_topic[:limit] if limit else data.off_topic
     ks = sorted({x for x in (1, 5, k) if x <= k})
     used_mode = search_mode or settings.retrieval.mode
 
@@ -214,13 +225,19 @@ def squad(
                 answer = None
                 if not no_answers:
                     answer = await open_answerer(settings, index, stack, search_mode, bar)
-                task = bar.add_task("questions", total=len(items))
+                task = bar.add_task("questions", total=len(items) + len(off_topic))
 
                 async def search(text: str, depth: int) -> list[Hit]:
                     return await index.search(text, depth, search_mode)
 
                 scores = await evaluate_squad(
-                    search, items, ks=ks, answer=answer, progress=advancer(bar, task)
+                    search,
+                    items,
+                    ks=ks,
+                    answer=answer,
+                    progress=advancer(bar, task),
+                    off_topic=off_topic,
+                    concurrency=concurrency,
                 )
         return {
             **scores,
@@ -229,13 +246,18 @@ def squad(
             "chunks": index.chunks,
             **_config(settings, used_mode),
             "answers": not no_answers,
+            **({} if no_answers else {"prompt": settings.citations.prompt}),
+            "citations_enabled": settings.citations.enabled,
             "ingest_s": index.ingest_s,
         }
 
     result = run(main())
     metrics = tuple(f"hit@{x}" for x in ks)
     if not no_answers:
-        metrics += ("answer_contains_gold", "citation_correct")
+        metrics += ("answer_contains_gold", "citation_correct", "citation_rate")
+        metrics += ("citation_precision", "supported_citation_rate", "irrelevant_sources_share")
+    if off_topic:
+        metrics += ("off_topic_nothing_found",)
     _emit(
         result,
         metrics,

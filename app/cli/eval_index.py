@@ -21,6 +21,7 @@ from pipelines.types import Hit, SearchMode
 
 if TYPE_CHECKING:
     from pipelines.evaluation import AnswerFn
+    from pipelines.ports import Generator
     from pipelines.retrieval import RetrievalService
 
 
@@ -105,16 +106,33 @@ async def open_answerer(
 ) -> AnswerFn:
     """The product's RAG chain over the throw-away index, with the configured generator
     (closed with `stack`)."""
-    from pipelines.chain import AskInput, RagChain
-    from pipelines.evaluation import GeneratedAnswer
     from pipelines.generators import build_generator
-    from pipelines.types import ChatMessage
 
     starting = bar.add_task("starting the generator", total=None)
     generator = await build_generator(settings)
     stack.push_async_callback(generator.close)
     bar.update(starting, visible=False)
-    chain = RagChain(index.retrieval, generator, rewrite_followups=False)
+    return make_answerer(settings, index, generator, mode)
+
+
+def make_answerer(
+    settings: Settings,
+    index: EvalIndex,
+    generator: Generator,
+    mode: SearchMode | None,
+    *,
+    max_tokens: int | None = None,
+) -> AnswerFn:
+    """Answers through the product's RAG chain over the index, with the settings' citations
+    (the prompt variant among them): each answer's shown sources with their corpus ids, and
+    the chain's verified citations (None with citations off: read from the text)."""
+    from pipelines.chain import AskInput, RagChain
+    from pipelines.evaluation import CitationCheck, GeneratedAnswer
+    from pipelines.types import ChatMessage
+
+    chain = RagChain(
+        index.retrieval, generator, rewrite_followups=False, citations=settings.citations
+    )
 
     async def answer(question: str) -> GeneratedAnswer:
         ask = AskInput(
@@ -122,11 +140,22 @@ async def open_answerer(
             collection=index.collection,
             access=FULL_ACCESS,
             mode=mode,
-            max_tokens=settings.llm.max_tokens,
+            max_tokens=max_tokens or settings.llm.max_tokens,
             temperature=0.0,
         )
         answered = await chain.answer(ask)
         text = await answered.collect()
-        return GeneratedAnswer(text=text, sources=[s.text for s in answered.sources])
+        checks, invalid = None, 0
+        if settings.citations.enabled:
+            report = await answered.verify()
+            checks = [CitationCheck(c.n, c.supported) for c in report.citations]
+            invalid = report.invalid
+        return GeneratedAnswer(
+            text=text,
+            sources=[s.text for s in answered.sources],
+            source_docs=[str(s.document.metadata.get("external_id", "")) for s in answered.sources],
+            citations=checks,
+            invalid_markers=invalid,
+        )
 
     return answer

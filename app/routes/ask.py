@@ -23,6 +23,7 @@ from app.schemas import (
     UsageOut,
     check_message_chars,
 )
+from app.schemas.citations import CitationOut, SpanOut
 from app.schemas.usage import CostOut
 from app.services import Services
 from app.sse import json_event, relay
@@ -50,12 +51,18 @@ _SSE_DOC = """Server-Sent Events, in this order (every frame has an `id:`
 `<stream id>.<seq>`: 16 hex digits, then the event's number from 1):
 
 * `sources` — once, first: `{"sources": [{"n", "doc_id", "chunk_id", "title", "source",
-  "page", "score", "text"}]}`
-* `token` — 0..n: `{"text": "..."}`
+  "page", "score", "text", "best_span": null}]}`
+* `token` — 0..n: `{"text": "..."}` (a `[n]` naming no source given never shows)
 * `done` — terminal: `{"finish_reason": "stop"|"length", "usage": {"prompt_tokens",
   "completion_tokens", "total_tokens"}, "cost": {"usd", "reference_usd", "reference_model"},
-  "latency_ms": {"retrieval", "ttft", "total"}}` (`cost`: the estimate at RAG_LLM__PRICES, and
-  at the reference hosted model's list price)
+  "latency_ms": {"retrieval", "ttft", "total"}, "best_spans": [{"start", "end"} | null],
+  "citations": [{"n", "chunk_id", "answer_span", "marker", "source_span", "support",
+  "supported"}], "invalid_citations"}` (`cost`: the estimate at RAG_LLM__PRICES, and at the
+  reference hosted model's list price; `best_spans`: per source, in order, the sentence or two
+  of its `text` closest to the question, computed while the answer streams; `citations`: each
+  cited sentence, offsets into the tokens' text, with the span of the source's `text` that
+  supports it best and its support, `supported` at or above RAG_CITATIONS__SUPPORT_FLOOR;
+  `invalid_citations`: the markers removed)
 * `error` — terminal instead of `done`: `{"error": {"code", "message", "request_id",
   "retryable"}}`
 
@@ -111,6 +118,8 @@ async def ask(
     await caller.before_generation()
     answer, text = await answer_text(chain, ask_input, request)
     cost = await caller.charge(answer, ask_input.model)
+    await answer.best_spans()
+    report = await answer.verify()
     return AskResponse(
         answer=text,
         sources=SourceOut.many(answer),
@@ -119,6 +128,8 @@ async def ask(
         cost=CostOut.of(cost),
         latency_ms=answer.latency_ms(),
         query=answer.query,
+        citations=CitationOut.many(answer),
+        invalid_citations=report.invalid,
     )
 
 
@@ -148,6 +159,9 @@ class AskFrames:
             usage=UsageOut.of(usage),
             cost=CostOut.of(cost),
             latency_ms=answer.latency_ms(),
+            best_spans=[SpanOut.of(answer.best_span(s.n)) for s in answer.sources],
+            citations=CitationOut.many(answer),
+            invalid_citations=answer.citations.invalid,
         )
         yield self._event("done", done.model_dump())
 

@@ -4,7 +4,7 @@ The `model` picks the knowledge base: `rag:<collection>` (or `ragserve` for the 
 collection, or a configured alias). The last user message is the question, earlier user and
 assistant messages are history, system and developer messages are the application's
 instructions (rendered under our grounding rules). Sources come back as `[n]` markers in the
-text and in an extra `sources` field.
+text and in an extra `sources` field, top level and in the choice's `logprobs` (for LangChain).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from app.disconnect import answer_text, unless_disconnected
 from app.errors import error_responses, request_id
 from app.principal import Caller, CallerDep
 from app.schemas import ErrorEnvelope, SourceOut, UsageOut, check_max_chars, check_message_chars
+from app.schemas.citations import CitationOut
 from app.schemas.openai import (
     AssistantMessage,
     ChatCompletion,
@@ -31,6 +32,7 @@ from app.schemas.openai import (
     Choice,
     ChunkChoice,
     Delta,
+    Grounding,
     ModelCard,
     ModelList,
 )
@@ -66,6 +68,16 @@ FIELDS_DOC = "\n".join(
         "and ignored |",
         "| `k`, `mode`, `filters`, `collection` (must match the model's), `llm_model` | our "
         "extras (`extra_body` in the SDKs) |",
+        "",
+        "Beside the text, `sources` (the passages its `[n]` markers cite) come at the top level "
+        "of the `chat.completion` (streamed: of the chunk with the finish reason), and again in "
+        "that choice's `logprobs` object (its `content` and `refusal` null), which LangChain's "
+        "`ChatOpenAI` keeps where it drops unknown fields: "
+        '`message.response_metadata["logprobs"]["sources"]`, after `invoke` as after `stream`.',
+        "",
+        'Errors are OpenAI\'s `{"error": {"message", "type", "param", "code"}}` '
+        "(the SDKs raise them as `BadRequestError` etc., `param` naming the field at fault), "
+        "with our `request_id`, `retryable` and, on a 422, `details`.",
     ]
 )
 MODEL_PREFIX = "rag:"
@@ -89,7 +101,8 @@ async def resolve_collection(
         raise BadRequest(
             f"'collection': '{body.collection}' conflicts with the model '{body.model}', which "
             f"answers from '{collection}'; on this route the model picks the collection "
-            f"(use the model '{MODEL_PREFIX}{body.collection}'), or leave 'collection' out"
+            f"(use the model '{MODEL_PREFIX}{body.collection}'), or leave 'collection' out",
+            param="collection",
         )
     return collection
 
@@ -107,7 +120,7 @@ async def _model_collection(model: str, services: Services, caller: Caller) -> s
         if collection in await services.store.list_collections():
             return collection
     known = ", ".join(await _model_ids(services, caller))
-    raise NotFound(f"The model '{model}' does not exist (known: {known})")
+    raise NotFound(f"The model '{model}' does not exist (known: {known})", param="model")
 
 
 async def _model_ids(services: Services, caller: Caller) -> list[str]:
@@ -135,7 +148,7 @@ def _to_ask(
         if m.role in ("user", "assistant")
     ]
     if not messages or messages[-1].role != "user":
-        raise InvalidInput("the last message must be a non-empty user message")
+        raise InvalidInput("the last message must be a non-empty user message", param="messages")
     ask = body.ask_input(
         messages,
         collection=collection,
@@ -216,16 +229,25 @@ async def chat_completions(
     if not body.stream:
         answer, text = await answer_text(chain, ask_input, request)
         cost = await caller.charge(answer, ask_input.model)
+        await answer.best_spans()
+        report = await answer.verify()
+        grounded = grounding(answer)
         return ChatCompletion(
             id=completion_id,
             created=created,
             model=body.model,
             choices=[
-                Choice(message=AssistantMessage(content=text), finish_reason=answer.finish_reason)
+                Choice(
+                    message=AssistantMessage(content=text),
+                    finish_reason=answer.finish_reason,
+                    logprobs=grounded.logprobs(),
+                )
             ],
             usage=UsageOut.of(answer.usage),
             cost=CostOut.of(cost),
-            sources=SourceOut.many(answer),
+            **dict(grounded),
+            citations=CitationOut.many(answer),
+            invalid_citations=report.invalid,
         )
     answer = await unless_disconnected(request, rid, chain.answer(ask_input))
     frames = ChunkFrames(
@@ -234,6 +256,12 @@ async def chat_completions(
     ping_s = services.settings.server.sse_ping_s
     charge = caller.charger(ask_input.model)
     return stream_response(answer, frames, rid, ping_s=ping_s, finish=charge)
+
+
+def grounding(answer: Answer) -> Grounding:
+    """The answer's extra fields, built once: sent at the top level and in the choice's
+    `logprobs` (where LangChain's ChatOpenAI keeps them; see `Grounding`)."""
+    return Grounding(sources=SourceOut.many(answer))
 
 
 class ChunkFrames:
@@ -259,10 +287,18 @@ class ChunkFrames:
         self._llm = llm
         self._llm_model = ask.model
 
-    def _chunk(self, delta: Delta, finish: str | None = None, **extra: Any) -> ServerSentEvent:
-        chunk = ChatCompletionChunk(
-            **self._head, choices=[ChunkChoice(delta=delta, finish_reason=finish)], **extra
-        )
+    def _chunk(
+        self,
+        delta: Delta,
+        finish: str | None = None,
+        grounded: Grounding | None = None,
+        **extra: Any,
+    ) -> ServerSentEvent:
+        logprobs = None
+        if grounded is not None:
+            logprobs, extra = grounded.logprobs(), {**extra, **dict(grounded)}
+        choice = ChunkChoice(delta=delta, finish_reason=finish, logprobs=logprobs)
+        chunk = ChatCompletionChunk(**self._head, choices=[choice], **extra)
         return json_event(chunk.wire(null_usage=self._include_usage))
 
     def start(self, answer: Answer) -> Iterable[ServerSentEvent]:
@@ -276,11 +312,15 @@ class ChunkFrames:
         cost = CostOut.of(
             estimate(self._llm, self._llm_model, usage.prompt_tokens, usage.completion_tokens)
         )
-        sources = SourceOut.many(answer)
+        grounded = grounding(answer)
+        cited = {
+            "citations": CitationOut.many(answer),
+            "invalid_citations": answer.citations.invalid,
+        }
         if not self._include_usage:
-            yield self._chunk(Delta(), answer.finish_reason, sources=sources, cost=cost)
+            yield self._chunk(Delta(), answer.finish_reason, grounded, cost=cost, **cited)
         else:
-            yield self._chunk(Delta(), answer.finish_reason, sources=sources)
+            yield self._chunk(Delta(), answer.finish_reason, grounded, **cited)
             last = ChatCompletionChunk(
                 **self._head, choices=[], usage=UsageOut.of(usage), cost=cost
             )

@@ -29,7 +29,11 @@ async def search(body: SearchRequest, caller: CallerDep, services: ServicesDep) 
         service=services.retrieval, collection=collection, access=caller.read(collection)
     )
     docs = await retriever.ainvoke(
-        body.query, k=body.k, mode=body.mode, filters=to_domain_filters(body.filters)
+        body.query,
+        k=body.k,
+        mode=body.mode,
+        filters=to_domain_filters(body.filters),
+        min_score=body.min_score,
     )
     return SearchResponse(
         collection=collection,

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from app.schemas.citations import CitationOut
 from app.schemas.query import AnswerOptions, SourceOut, UsageOut
 from app.schemas.usage import CostOut
 from pipelines.errors import BadRequest
@@ -133,7 +134,7 @@ class ChatCompletionRequest(AnswerOptions):
         problem = _unsupported(self)
         if problem is not None:
             field, why = problem
-            raise BadRequest(f"'{field}' is not supported: {why}")
+            raise BadRequest(f"'{field}' is not supported: {why}", param=field)
 
 
 def _unsupported(body: ChatCompletionRequest) -> tuple[str, str] | None:
@@ -211,10 +212,31 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class Grounding(BaseModel):
+    """What the answer stands on, beside its text. Sent at the top level of a
+    `chat.completion` (and of the stream's chunk with the finish reason) for our clients, and
+    again in that choice's `logprobs`: LangChain's `ChatOpenAI` drops unknown top-level fields
+    but keeps a choice's `logprobs` whole, as `AIMessage.response_metadata["logprobs"]` (invoke
+    and stream alike). A field added here rides both ways."""
+
+    sources: list[SourceOut] = Field(description="The passages the answer's `[n]` cite")
+
+    def logprobs(self) -> ChoiceLogprobs:
+        return ChoiceLogprobs(**dict(self))
+
+
+class ChoiceLogprobs(Grounding):
+    """A choice's `logprobs`: OpenAI's `content` and `refusal` always null (log probabilities
+    are not returned; `logprobs: true` is refused), then the answer's `Grounding` fields."""
+
+    content: None = None
+    refusal: None = None
+
+
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: Any = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str
 
 
@@ -229,6 +251,8 @@ class ChatCompletion(BaseModel):
     usage: UsageOut
     cost: CostOut
     sources: list[SourceOut]
+    citations: list[CitationOut] = Field(default_factory=list)
+    invalid_citations: int = 0
 
 
 class Delta(BaseModel):
@@ -239,7 +263,7 @@ class Delta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
-    logprobs: Any = None
+    logprobs: ChoiceLogprobs | None = None  # on the chunk with the finish reason
     finish_reason: str | None = None
 
 
@@ -254,17 +278,24 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice]
     usage: UsageOut | None = None
     sources: list[SourceOut] | None = None
+    citations: list[CitationOut] | None = None
+    invalid_citations: int | None = None
     cost: CostOut | None = None
 
     def wire(self, *, null_usage: bool = False) -> dict[str, Any]:
         """As OpenAI sends it: a delta holds only what it carries; `usage`, `sources` and
         `cost` appear only on the chunks that have them, except that with `null_usage`
         (`stream_options.include_usage`) every chunk has `usage`, null until the last."""
-        data = self.model_dump(exclude={"usage", "sources", "cost"})
+        data = self.model_dump(
+            exclude={"usage", "sources", "citations", "invalid_citations", "cost"}
+        )
         for out, choice in zip(data["choices"], self.choices, strict=True):
             out["delta"] = choice.delta.model_dump(exclude_none=True)
         if self.sources is not None:
             data["sources"] = [s.model_dump() for s in self.sources]
+        if self.citations is not None:  # with `sources`: the answer's citations
+            data["citations"] = [c.model_dump() for c in self.citations]
+            data["invalid_citations"] = self.invalid_citations or 0
         if self.usage is not None or null_usage:
             data["usage"] = None if self.usage is None else self.usage.model_dump()
         if self.cost is not None:

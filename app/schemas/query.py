@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from app.schemas.citations import CitationOut, SpanOut
 from app.schemas.usage import CostOut
 from pipelines.access import Access
 from pipelines.chain import AskInput
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from langchain_core.documents import Document
 
     from pipelines.chain import Answer, Source, Usage
+    from pipelines.citations import Span
 
 
 class RangeFilter(BaseModel):
@@ -158,6 +160,13 @@ def to_domain_filters(filters: Filters | None) -> Filters | None:
     return dict(filters) if filters else None
 
 
+SCORE_DESCRIPTION = (
+    "The chunk's probability of relevance to the query, in [0, 1]: a logistic function of its "
+    "absolute dense cosine and BM25 scores (the reranker's score when one is set), calibrated "
+    "per search mode on a train split; comparable across queries. Hits are in ranking order."
+)
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -185,6 +194,18 @@ class SearchRequest(BaseModel):
         default=None,
         description="Payload filters, all must hold: a value, a list (any of), or a range.",
     )
+    min_score: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "The least probability of relevance a hit must have to be returned (its `score`). "
+            "Unset: the service's relevance floor (RAG_RETRIEVAL__RELEVANCE_FLOOR), the one "
+            "answers use, so hits clearly off the query's topic are not returned and a query "
+            "the collection has nothing on gets no hits. Lower it to see weaker matches; 0 "
+            "returns the best k whatever their score."
+        ),
+    )
 
     @field_validator("query")
     @classmethod
@@ -196,7 +217,7 @@ class SearchHit(BaseModel):
     """A ranked chunk: its score and text, then every payload field it carries."""
 
     model_config = ConfigDict(extra="allow")
-    score: float
+    score: float = Field(description=SCORE_DESCRIPTION)
     text: str
     doc_id: str
     chunk_id: str
@@ -342,20 +363,28 @@ class SourceOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     n: int
     doc_id: str
-    chunk_id: str
+    chunk_id: str = Field(description="Stable: uuid5 of the document id and chunk index.")
     title: str
     source: str
     page: int | None = None
-    score: float
+    score: float = Field(description=SCORE_DESCRIPTION)
     text: str
+    best_span: SpanOut | None = Field(
+        default=None,
+        description="The sentence (or two) of `text` closest to the question: offsets into "
+        "`text`; null with RAG_CITATIONS__ENABLED=false.",
+    )
 
     @classmethod
-    def of(cls, source: Source) -> SourceOut:
-        return cls.model_validate(source)
+    def of(cls, source: Source, best_span: Span | None = None) -> SourceOut:
+        out = cls.model_validate(source)
+        out.best_span = SpanOut.of(best_span)
+        return out
 
     @staticmethod
     def many(answer: Answer) -> list[SourceOut]:
-        return [SourceOut.of(s) for s in answer.sources]
+        """The answer's sources, with their best spans once `answer.best_spans()` was awaited."""
+        return [SourceOut.of(s, answer.best_span(s.n)) for s in answer.sources]
 
 
 class UsageOut(BaseModel):
@@ -377,6 +406,10 @@ class AskResponse(BaseModel):
     cost: CostOut
     latency_ms: dict[str, float]
     query: str = Field(description="The query used for retrieval (rewritten for follow-ups).")
+    citations: list[CitationOut] = Field(default_factory=list)
+    invalid_citations: int = Field(
+        default=0, description="`[n]` markers naming no source given: removed from the answer."
+    )
 
 
 # -- SSE events of POST /v1/ask/stream (each serialised once, as the event's data) ----------
@@ -395,3 +428,12 @@ class DoneEvent(BaseModel):
     usage: UsageOut
     cost: CostOut
     latency_ms: dict[str, float]
+    best_spans: list[SpanOut | None] = Field(
+        default_factory=list,
+        description="Each source's `best_span`, in the order of the `sources` event (whose "
+        "`best_span` is null: it is computed while the answer streams).",
+    )
+    citations: list[CitationOut] = Field(default_factory=list)
+    invalid_citations: int = Field(
+        default=0, description="`[n]` markers naming no source given: removed from the tokens."
+    )

@@ -8,6 +8,14 @@
 
 (() => {
   const MAX_HISTORY = 20; // messages sent back for follow-ups (the API takes at most 50)
+  // The answer's length limit the page asks for: room for a few cited paragraphs (about 280
+  // words). Without one the server's default applies; a loop is cut sooner by REPEAT below.
+  const MAX_ANSWER_TOKENS = 384;
+  // A degenerate answer ("a layer of a layer of …"): its last words are one run of the same
+  // group of 1 to REPEAT.maxUnit words, repeated at least `times` times in a row and covering
+  // at least `words` words. The page then stops the stream as Stop does.
+  const REPEAT = { maxUnit: 24, times: 3, words: 12, tailChars: 4000 };
+  const REPEATING = "Stopped: the answer was repeating itself.";
   const SNIPPET_CHARS = 220;
   const KEY_STORE = "ragserve.apiKey"; // set when the server wants an API key
   // Waits before each reconnect of a broken stream: all well within the server's resume
@@ -31,11 +39,12 @@
     ask: $("ask"),
     stop: $("stop"),
     viewer: $("viewer"),
-    viewerEmpty: $("viewer-empty"),
+    viewerClose: $("viewer-close"),
     viewerBody: $("viewer-body"),
     viewerN: $("viewer-n"),
     viewerTitle: $("viewer-doc-title"),
     viewerMeta: $("viewer-meta"),
+    viewerEvidence: $("viewer-evidence"),
     viewerText: $("viewer-text"),
     template: $("turn-template"),
     upload: $("upload"),
@@ -63,6 +72,8 @@
   let noAccess = false;
   /** False until the collections are listed: a question asked before would go to "default". */
   let listed = false;
+  /** The collection the conversation is about: a change asks before it clears the chat. */
+  let chosenCollection = "";
 
   // ---------------------------------------------------------------- errors
 
@@ -149,6 +160,7 @@
       els.sessionRole.textContent = me.role;
       const reads = me.collections.includes("*") ? "every collection" : me.collections.join(", ");
       els.session.title = `Role ${me.role}; reads ${reads || "no collection"}`;
+      els.signOut.title = `Sign out (key ${me.name}, role ${me.role})`;
     }
     const canUpload = Boolean(me && me.can_upload);
     els.uploadBox.hidden = !canUpload;
@@ -271,6 +283,8 @@
       els.collectionHint.textContent = "";
       showAccessNote("");
     }
+    chosenCollection = els.collection.value;
+    els.collection.title = els.collectionHint.textContent; // the hint folds away on a phone
     setBusy(Boolean(inFlight));
   }
 
@@ -285,7 +299,8 @@
 
   const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
   const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) => ESCAPES[c]);
-  // Raw HTML in a model's answer is shown as text, never parsed: Markdown is all it may use.
+  // Raw HTML in a model's answer or a document's passage is shown as text, never parsed:
+  // Markdown is all it may use.
   window.marked.use({ gfm: true, renderer: { html: (token) => escapeHtml(token.text) } });
 
   // Belt and braces: whatever Markdown produces still goes through DOMPurify.
@@ -300,70 +315,238 @@
     }
   });
 
-  const CITATION = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
-
-  /** Replace [n] / [n, m] in text nodes (not in code) with buttons for known sources. */
-  function linkCitations(root, sourceCount) {
-    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
-      acceptNode(node) {
-        const parent = node.parentElement; // null for text at the top of the fragment
-        if (parent && parent.closest("code, pre, a")) return NodeFilter.FILTER_REJECT;
-        CITATION.lastIndex = 0;
-        return CITATION.test(node.nodeValue) ? NodeFilter.FILTER_ACCEPT : NodeFilter.FILTER_SKIP;
-      },
-    });
-    const nodes = [];
-    while (walker.nextNode()) nodes.push(walker.currentNode);
-    for (const node of nodes) {
-      const text = node.nodeValue;
-      const frag = document.createDocumentFragment();
-      let last = 0;
-      CITATION.lastIndex = 0;
-      for (const m of text.matchAll(CITATION)) {
-        const ns = m[1].split(",").map((s) => Number(s.trim()));
-        if (!ns.every((n) => n >= 1 && n <= sourceCount)) continue;
-        frag.append(text.slice(last, m.index));
-        for (const n of ns) {
-          const b = document.createElement("button");
-          b.type = "button";
-          b.className = "cite";
-          b.dataset.n = String(n);
-          b.textContent = `[${n}]`;
-          b.setAttribute("aria-label", `Show source ${n}`);
-          frag.append(b);
-        }
-        last = m.index + m[0].length;
-      }
-      if (last === 0) continue;
-      frag.append(text.slice(last));
-      node.replaceWith(frag);
-    }
+  /** Sanitized Markdown as a DOM fragment. A single line break is a soft wrap (CommonMark's
+   * rule), so text extracted with hard line breaks (PDF, plain text) flows again. */
+  function markdownFragment(text) {
+    const html = window.marked.parse(text, { async: false });
+    return window.DOMPurify.sanitize(html, { ...PURIFY, RETURN_DOM_FRAGMENT: true });
   }
 
-  function renderMarkdown(target, text, sourceCount) {
-    const html = window.marked.parse(text, { async: false });
-    const clean = window.DOMPurify.sanitize(html, { ...PURIFY, RETURN_DOM_FRAGMENT: true });
-    linkCitations(clean, sourceCount);
-    target.replaceChildren(clean);
+  // Private-use characters stand for a citation (CITE_OPEN index CITE_CLOSE) or the edges of a
+  // highlight while Markdown renders: they survive marked and DOMPurify untouched, so where
+  // they land in the DOM is where the marker or the span is. Ones already in a text are dropped.
+  const CITE_OPEN = "\uE000";
+  const CITE_CLOSE = "\uE001";
+  const MARK_OPEN = "\uE002";
+  const MARK_CLOSE = "\uE003";
+  const PRIVATE = /[\uE000-\uE003]/g;
+  const PLACEHOLDER = /\uE000(\d+)\uE001/g;
+  const CITATION = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
+  const UNSUPPORTED = "not supported by the source";
+
+  /** The text nodes under `root`, in document order. */
+  function textNodes(root) {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    const nodes = [];
+    while (walker.nextNode()) nodes.push(walker.currentNode);
+    return nodes;
+  }
+
+  /** The answer's [n] / [n, m] markers naming known sources: {start, end, ns, raw}, with
+   * UTF-16 offsets into `text`. */
+  function citationMarkers(text, sourceCount) {
+    const markers = [];
+    for (const m of text.matchAll(CITATION)) {
+      const ns = m[1].split(",").map((s) => Number(s.trim()));
+      if (!ns.every((n) => n >= 1 && n <= sourceCount)) continue;
+      markers.push({ start: m.index, end: m.index + m[0].length, ns, raw: m[0] });
+    }
+    return markers;
+  }
+
+  /** The citation of the `done` event a marker stands for, among those of source n: the one
+   * whose `marker` is this one, else whose answer_span holds it (or ends right at it), else
+   * the first. */
+  function citationFor(turn, n, marker) {
+    const same = turn.citations.filter((c) => c.n === n);
+    if (!marker) return same[0] || null;
+    const exact = same.find((c) => c.marker && c.marker[0] === marker.start);
+    const holds = same.find(
+      (c) => c.answer && c.answer[0] <= marker.end && marker.start <= c.answer[1],
+    );
+    return exact || holds || same[0] || null;
+  }
+
+  function citeButton(turn, n, marker) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "cite";
+    b.dataset.n = String(n);
+    b.dataset.at = String(marker.start);
+    b.dataset.end = String(marker.end);
+    b.textContent = `[${n}]`;
+    b.setAttribute("aria-label", `Show source ${n}`);
+    const c = citationFor(turn, n, marker);
+    if (c && c.supported === false) {
+      b.classList.add("unsupported");
+      b.title = UNSUPPORTED;
+      b.setAttribute("aria-label", `Show source ${n} (${UNSUPPORTED})`);
+    } else if (c && c.supported === true) {
+      b.classList.add("supported");
+    }
+    return b;
+  }
+
+  /** The answer as Markdown, its citation markers (not those in code or links) as buttons. */
+  function renderAnswer(turn) {
+    const text = turn.text;
+    const markers = citationMarkers(text, turn.sources.length);
+    let source = "";
+    let last = 0;
+    markers.forEach((m, i) => {
+      source += text.slice(last, m.start).replace(PRIVATE, "") + CITE_OPEN + i + CITE_CLOSE;
+      last = m.end;
+    });
+    source += text.slice(last).replace(PRIVATE, "");
+    const frag = markdownFragment(source);
+    for (const node of textNodes(frag)) {
+      const value = node.nodeValue;
+      if (!value.includes(CITE_OPEN)) continue;
+      const parent = node.parentElement; // null for text at the top of the fragment
+      const literal = Boolean(parent && parent.closest("code, pre, a"));
+      const out = document.createDocumentFragment();
+      let at = 0;
+      for (const m of value.matchAll(PLACEHOLDER)) {
+        const marker = markers[Number(m[1])];
+        out.append(value.slice(at, m.index));
+        if (literal) out.append(marker.raw);
+        else for (const n of marker.ns) out.append(citeButton(turn, n, marker));
+        at = m.index + m[0].length;
+      }
+      out.append(value.slice(at));
+      node.replaceWith(out);
+    }
+    turn.markers = markers;
+    turn.answerEl.replaceChildren(frag);
+  }
+
+  // ---------------------------------------------------------------- spans of text
+
+  /** A UTF-16 index from a count of code points: the server's offsets are Python's. */
+  function utf16Index(text, points) {
+    if (!/[\uD800-\uDFFF]/.test(text)) return points;
+    let i = 0;
+    for (let n = 0; n < points && i < text.length; n += 1) {
+      i += text.codePointAt(i) > 0xffff ? 2 : 1;
+    }
+    return i;
+  }
+
+  /** [start, end) in UTF-16 of a {start, end} span of the server's, trimmed of white space;
+   * null when absent or out of range (an older server, a changed text). */
+  function spanRange(text, span) {
+    if (!span || !Number.isInteger(span.start) || !Number.isInteger(span.end)) return null;
+    let start = utf16Index(text, span.start);
+    let end = utf16Index(text, span.end);
+    if (start < 0 || end > text.length || start >= end) return null;
+    while (start < end && /\s/.test(text[start])) start += 1;
+    while (end > start && /\s/.test(text[end - 1])) end -= 1;
+    return start < end ? [start, end] : null;
+  }
+
+  // A span that starts a line starts after its Markdown prefix (heading, list item, quote):
+  // a character before "#" would unmake the heading.
+  const LINE_PREFIX = /^[ \t]*(?:(?:#{1,6}|[-*+]|\d{1,9}[.)])[ \t]+|>[ \t]?)*/;
+
+  function afterLinePrefix(text, start, end) {
+    if (start > 0 && text[start - 1] !== "\n") return start;
+    const prefix = LINE_PREFIX.exec(text.slice(start, end))[0].length;
+    return start + prefix < end ? start + prefix : start;
+  }
+
+  /** Wrap what lies between MARK_OPEN and MARK_CLOSE in <mark>s (one per text node it spans);
+   * the first mark, or null when the edges did not come through as one open then one close. */
+  function wrapMarked(root) {
+    const nodes = textNodes(root);
+    const edges = nodes.map((n) => n.nodeValue.match(/[\uE002\uE003]/g) || []).flat();
+    if (edges.join("") !== MARK_OPEN + MARK_CLOSE) return null;
+    let inside = false;
+    let first = null;
+    for (const node of nodes) {
+      const value = node.nodeValue;
+      if (!inside && !value.includes(MARK_OPEN)) continue;
+      const out = document.createDocumentFragment();
+      for (const piece of value.split(/([\uE002\uE003])/)) {
+        if (piece === MARK_OPEN) inside = true;
+        else if (piece === MARK_CLOSE) inside = false;
+        else if (inside && piece.trim()) {
+          const mark = document.createElement("mark");
+          mark.textContent = piece;
+          first = first || mark;
+          out.append(mark);
+        } else if (piece) out.append(piece);
+      }
+      node.replaceWith(out);
+    }
+    return first;
+  }
+
+  /** The passage as text, the span in a <mark>: when Markdown would lose the span's edges. */
+  function plainWithMark(text, range) {
+    const wrap = document.createElement("div");
+    wrap.className = "plain";
+    const mark = document.createElement("mark");
+    mark.textContent = text.slice(range[0], range[1]);
+    wrap.append(text.slice(0, range[0]), mark, text.slice(range[1]));
+    return { frag: wrap, mark };
+  }
+
+  /** Render a source's text into `target` as Markdown, the span (if any) highlighted; the
+   * first <mark>, or null. Falls back to plain text with its line breaks when the span's edges
+   * do not survive Markdown (inside a link's address, say). */
+  function renderPassage(target, text, span) {
+    const clean = (text || "").replace(PRIVATE, "");
+    const range = spanRange(clean, span);
+    if (range) {
+      const start = afterLinePrefix(clean, range[0], range[1]);
+      const marked =
+        clean.slice(0, start) + MARK_OPEN + clean.slice(start, range[1]) + MARK_CLOSE +
+        clean.slice(range[1]);
+      const frag = markdownFragment(marked);
+      const mark = wrapMarked(frag);
+      if (mark) {
+        target.replaceChildren(frag);
+        return mark;
+      }
+      const plain = plainWithMark(clean, range);
+      target.replaceChildren(plain.frag);
+      return plain.mark;
+    }
+    target.replaceChildren(markdownFragment(clean));
+    return null;
   }
 
   // ---------------------------------------------------------------- sources + viewer
 
   function describeSource(s) {
     const parts = [s.source];
-    if (s.page !== null && s.page !== undefined) parts.push(`page ${s.page}`);
-    if (typeof s.score === "number") parts.push(`score ${s.score.toFixed(3)}`);
+    if (Number.isInteger(s.page)) parts.push(`p. ${s.page}`);
+    if (typeof s.score === "number") parts.push(`relevance ${s.score.toFixed(2)}`);
     return parts.filter(Boolean).join(" · ");
   }
 
+  /** A passage's words without its Markdown (a "#", "**"): what a one-line snippet shows. */
+  function plainText(markdown) {
+    const frag = markdownFragment((markdown || "").replace(PRIVATE, ""));
+    return Array.from(frag.childNodes, (node) => node.textContent).join(" ");
+  }
+
   function snippet(text) {
-    const flat = (text || "").replace(/\s+/g, " ").trim();
+    const flat = plainText(text).replace(/\s+/g, " ").trim();
     return flat.length > SNIPPET_CHARS ? `${flat.slice(0, SNIPPET_CHARS)}…` : flat;
+  }
+
+  /** The source's sentence that best answers the question (its best_span), or null. */
+  function bestSentence(s) {
+    const text = s.text || "";
+    const range = spanRange(text, s.best_span);
+    return range ? snippet(text.slice(range[0], range[1])) : null;
   }
 
   function renderSources(turn) {
     const box = turn.el.querySelector(".sources-box");
     const list = turn.el.querySelector(".sources");
+    const active = list.querySelector(".source.active");
     list.replaceChildren();
     for (const s of turn.sources) {
       const li = document.createElement("li");
@@ -384,16 +567,43 @@
       meta.className = "meta";
       meta.textContent = describeSource(s);
       const snip = document.createElement("p");
-      snip.className = "snippet";
-      snip.textContent = snippet(s.text);
+      const best = bestSentence(s);
+      snip.className = best ? "snippet best-sentence" : "snippet";
+      snip.textContent = best || snippet(s.text);
+      if (best) snip.title = "The passage's sentence that best answers the question";
       li.append(head, meta, snip);
+      if (active && active.dataset.n === li.dataset.n) li.classList.add("active");
       list.append(li);
     }
     box.querySelector("summary").textContent = `Sources (${turn.sources.length})`;
     box.hidden = turn.sources.length === 0;
   }
 
-  function showSource(turn, n) {
+  const NOTES = {
+    support: "Highlighted: what supports the answer's sentence.",
+    unsupported: `The citation is ${UNSUPPORTED}: highlighted, its closest passage.`,
+    best: "Highlighted: the passage's best sentence for the question.",
+    bestInstead: `The citation is ${UNSUPPORTED}: highlighted, its best sentence for the question.`,
+  };
+
+  /** What the drawer highlights, and the note above it: a marker's citation's supporting
+   * span, else (a source opened from the list, an older server) its best sentence. */
+  function evidence(turn, s, marker) {
+    const c = marker ? citationFor(turn, s.n, marker) : null;
+    const unsupported = Boolean(c && c.supported === false);
+    if (c && c.source_span) {
+      return { span: c.source_span, note: unsupported ? NOTES.unsupported : NOTES.support, unsupported };
+    }
+    if (s.best_span) {
+      return { span: s.best_span, note: unsupported ? NOTES.bestInstead : NOTES.best, unsupported };
+    }
+    return { span: null, note: unsupported ? `The citation is ${UNSUPPORTED}.` : "", unsupported };
+  }
+
+  /** Where focus goes back to when the drawer closes. */
+  let viewerOpener = null;
+
+  function showSource(turn, n, marker = null) {
     const s = turn.sources.find((x) => x.n === n);
     if (!s) return;
     for (const li of document.querySelectorAll(".source.active")) li.classList.remove("active");
@@ -402,17 +612,38 @@
       li.classList.add("active");
       li.closest("details").open = true;
     }
+    const ev = evidence(turn, s, marker);
     els.viewerN.textContent = String(n);
     els.viewerTitle.textContent = s.title || s.source || s.doc_id;
     els.viewerMeta.textContent = describeSource(s);
-    els.viewerText.textContent = s.text;
-    els.viewerEmpty.hidden = true;
-    els.viewerBody.hidden = false;
-    els.viewer.classList.remove("flash");
-    void els.viewer.offsetWidth; // restart the highlight animation
-    els.viewer.classList.add("flash");
-    els.viewer.scrollIntoView({ block: "nearest", behavior: "smooth" });
+    els.viewerEvidence.textContent = ev.note;
+    els.viewerEvidence.hidden = !ev.note;
+    els.viewerEvidence.classList.toggle("unsupported", ev.unsupported);
+    const mark = renderPassage(els.viewerText, s.text, ev.span);
+    if (mark) mark.classList.toggle("unsupported", ev.unsupported);
+    if (!els.viewer.open) {
+      viewerOpener = document.activeElement;
+      els.viewer.showModal();
+    }
+    els.viewerClose.focus();
+    if (mark) mark.scrollIntoView({ block: "center" });
+    else els.viewerBody.scrollTop = 0;
   }
+
+  function closeViewer() {
+    if (els.viewer.open) els.viewer.close();
+  }
+
+  els.viewerClose.addEventListener("click", closeViewer);
+  // A click on the backdrop lands on the dialog itself; its content fills the drawer.
+  els.viewer.addEventListener("click", (ev) => {
+    if (ev.target === els.viewer) closeViewer();
+  });
+  els.viewer.addEventListener("close", () => {
+    const back = viewerOpener;
+    viewerOpener = null;
+    if (back && back.isConnected && typeof back.focus === "function") back.focus();
+  });
 
   // ---------------------------------------------------------------- a turn of the chat
 
@@ -430,10 +661,19 @@
       question,
       text: "",
       sources: [],
+      citations: [], // the done event's, each with `answer`: its answer_span in UTF-16
+      markers: [],
       pending: false,
+      stopNote: null, // the status when the page stopped the answer itself
     };
     el.addEventListener("click", (ev) => {
-      const b = ev.target.closest("button.cite, button.source-open");
+      const cite = ev.target.closest("button.cite");
+      if (cite) {
+        const marker = { start: Number(cite.dataset.at), end: Number(cite.dataset.end) };
+        showSource(turn, Number(cite.dataset.n), marker);
+        return;
+      }
+      const b = ev.target.closest("button.source-open");
       if (b) showSource(turn, Number(b.dataset.n));
     });
     setState(turn, "streaming", "Searching the documents…");
@@ -458,7 +698,7 @@
   }
 
   function renderNow(turn) {
-    renderMarkdown(turn.answerEl, turn.text, turn.sources.length);
+    renderAnswer(turn);
     const nearBottom =
       window.innerHeight + window.scrollY >= document.body.scrollHeight - 120;
     if (nearBottom) turn.el.scrollIntoView({ block: "end" });
@@ -517,6 +757,34 @@
     });
   }
 
+  /** Where a degenerate repeat at the end of `text` begins to repeat: the index just after its
+   * first copy (what is kept), or -1 when the answer is not repeating itself. Words are
+   * compared lowercased, punctuation and Markdown aside; a word still being streamed (at the
+   * very end) waits for its next token. */
+  function repetitionCut(text) {
+    const from = Math.max(0, text.length - REPEAT.tailChars);
+    const words = [...text.slice(from).matchAll(/[\p{L}\p{N}]+/gu)];
+    const lastWord = words[words.length - 1];
+    if (lastWord && from + lastWord.index + lastWord[0].length === text.length) words.pop();
+    const w = words.map((m) => m[0].toLowerCase());
+    const count = w.length;
+    const same = (a, b, n) => {
+      for (let i = 0; i < n; i += 1) if (w[a + i] !== w[b + i]) return false;
+      return true;
+    };
+    for (let n = 1; n <= REPEAT.maxUnit; n += 1) {
+      const need = Math.max(REPEAT.times, Math.ceil(REPEAT.words / n));
+      if (need * n > count) break;
+      let times = 1;
+      while ((times + 1) * n <= count && same(count - n, count - (times + 1) * n, n)) times += 1;
+      if (times >= need) {
+        const firstCopyEnd = words[count - times * n + n - 1];
+        return from + firstCopyEnd.index + firstCopyEnd[0].length;
+      }
+    }
+    return -1;
+  }
+
   /** Stop: abort the request and, since closing a connection leaves a resumable stream
    * generating for a while (a reconnect may follow), delete the stream on the server. */
   function stopInFlight() {
@@ -532,7 +800,8 @@
     clearError();
     const collection = els.collection.value || undefined;
     const messages = [...history.slice(-MAX_HISTORY), { role: "user", content: question }];
-    const body = messages.length > 1 ? { messages, collection } : { question, collection };
+    const asked = messages.length > 1 ? { messages } : { question };
+    const body = { ...asked, collection, max_tokens: MAX_ANSWER_TOKENS };
     const payload = JSON.stringify(body); // a resume must send the very same bytes
 
     const turn = newTurn(question);
@@ -567,6 +836,7 @@
             inFlightStream = res.headers.get("X-Stream-ID") || inFlightStream;
             if (lastId) setState(turn, "streaming", "Writing the answer…");
             for await (const ev of readEvents(res.body, controller.signal)) {
+              if (controller.signal.aborted) break; // stopped: the rest of this chunk too
               if (ev.id) lastId = ev.id;
               tries = 0;
               terminal = handleEvent(turn, question, ev) || terminal;
@@ -593,14 +863,14 @@
     } catch (e) {
       if (controller.signal.aborted) {
         renderNow(turn);
-        setState(turn, "stopped", "Stopped.");
+        setState(turn, "stopped", turn.stopNote || "Stopped.");
       } else {
         fail(turn, `Could not reach the service: ${e.message}`);
       }
     } finally {
       if (controller.signal.aborted && turn.el.dataset.state === "streaming") {
         renderNow(turn);
-        setState(turn, "stopped", "Stopped.");
+        setState(turn, "stopped", turn.stopNote || "Stopped.");
       }
       inFlight = null;
       inFlightStream = null;
@@ -617,8 +887,31 @@
       setState(turn, "streaming", "Writing the answer…");
     } else if (ev.event === "token") {
       turn.text += data.text;
+      const cut = repetitionCut(turn.text);
+      if (cut >= 0) {
+        // Keep the answer up to its first copy of the repeat, and stop as Stop does.
+        turn.text = turn.text.slice(0, cut);
+        turn.stopNote = REPEATING;
+        turn.el.classList.add("repeating");
+        stopInFlight();
+        return false;
+      }
       scheduleRender(turn);
     } else if (ev.event === "done") {
+      // The server computes the best sentences while the answer streams: they come with the
+      // end, in the order of the sources (a source's own best_span, if sent, stays).
+      if (Array.isArray(data.best_spans)) {
+        data.best_spans.forEach((span, i) => {
+          const s = turn.sources[i];
+          if (s && span && !s.best_span) s.best_span = span;
+        });
+        renderSources(turn);
+      }
+      turn.citations = (data.citations || []).map((c) => ({
+        ...c,
+        answer: spanRange(turn.text, c.answer_span),
+        marker: spanRange(turn.text, c.marker),
+      }));
       renderNow(turn);
       setState(turn, "done", doneStatus(data));
       history.push({ role: "user", content: question }, { role: "assistant", content: turn.text });
@@ -693,6 +986,7 @@
       const keep = els.collection.value;
       await loadCollections();
       if (keep) els.collection.value = keep;
+      chosenCollection = els.collection.value;
     } catch (e) {
       showNotice("");
       showError(`Could not upload: ${e.message}`);
@@ -726,8 +1020,7 @@
     history = [];
     for (const el of els.conversation.querySelectorAll(".turn")) el.remove();
     els.empty.hidden = false;
-    els.viewerBody.hidden = true;
-    els.viewerEmpty.hidden = false;
+    closeViewer();
     clearError();
   }
 
@@ -735,7 +1028,29 @@
     resetChat();
     els.question.focus();
   });
-  els.collection.addEventListener("change", () => els.newChat.click());
+  // Another collection answers from other documents: the conversation goes, once confirmed.
+  els.collection.addEventListener("change", () => {
+    const next = els.collection.value;
+    if (next === chosenCollection) return;
+    const talking = els.conversation.querySelector(".turn") !== null;
+    const label = els.collection.selectedOptions[0]?.textContent || next;
+    if (talking && !window.confirm(`Switch to ${label}? This clears the conversation.`)) {
+      els.collection.value = chosenCollection; // cancelled: all stays as it was
+      return;
+    }
+    chosenCollection = next;
+    resetChat();
+    els.question.focus();
+  });
+
+  // A phone's composer has room for a short placeholder only.
+  const narrow = window.matchMedia("(max-width: 600px)");
+  const fullPlaceholder = els.question.placeholder;
+  const fitPlaceholder = () => {
+    els.question.placeholder = narrow.matches ? "Ask a question…" : fullPlaceholder;
+  };
+  narrow.addEventListener("change", fitPlaceholder);
+  fitPlaceholder();
   els.signOut.addEventListener("click", forgetKey);
 
   setBusy(false); // Ask waits for the collections

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from app.services import Services
+from pipelines import prompts
 from tests.support.fakes import ScriptedGenerator
 from tests.support.sse import parse_events
 
@@ -45,7 +46,11 @@ async def test_stream_sends_sources_tokens_then_done(
     # The prompt numbers the same sources the client got, and asks for citations.
     prompt = generator.requests[-1].messages
     assert prompt[0].role == "system" and "[1]" in prompt[0].content
-    assert "cite" in prompt[0].content.lower() and prompt[-1].content == "How hot is Venus?"
+    system = prompt[0].content.lower()
+    assert "cite" in system or "in brackets" in system
+    # The question is the last turn (with the sources, in the default prompt's form).
+    assert prompt[-1].role == "user" and prompt[-1].content.endswith("How hot is Venus?")
+    assert "464 degrees" in "\n".join(m.content for m in prompt)
 
 
 async def test_ask_json_returns_the_same_answer(
@@ -135,7 +140,7 @@ async def test_empty_retrieval_says_the_knowledge_base_has_nothing(
 
 
 async def test_follow_up_is_rewritten_before_retrieval(
-    client: httpx.AsyncClient, generator: ScriptedGenerator
+    client: httpx.AsyncClient, generator: ScriptedGenerator, services: Services
 ) -> None:
     generator.rewrite_to = "How high is Olympus Mons on Mars?"
     r = await client.post(
@@ -153,7 +158,13 @@ async def test_follow_up_is_rewritten_before_retrieval(
     assert body["query"] == "How high is Olympus Mons on Mars?"
     assert "22 kilometres" in body["sources"][0]["text"]
     final = generator.requests[-1].messages
-    assert [m.role for m in final] == ["system", "user", "assistant", "user"]
+    # system, the prompt's worked example turns, the history, the question
+    examples = ["user", "assistant"] * (
+        len(prompts.prompt_variant(services.settings.citations.prompt).examples) // 2
+    )
+    assert [m.role for m in final] == ["system", *examples, "user", "assistant", "user"]
+    assert final[-3].content == "Which planet has the tallest volcano?"
+    assert final[-1].content.endswith("How high is it?")
 
 
 async def test_generator_still_starting_is_503_but_search_works(

@@ -47,11 +47,10 @@ async def test_every_reading_route_stays_in_its_collection(t: Tenants, own: str)
     bodies = []
     for mode in ("dense", "sparse", "hybrid"):
         for query in ("espresso grind", INJECTION):
-            r = await t.client.post(
-                "/v1/search",
-                json={"query": query, "collection": own, "mode": mode, "k": 10},
-                headers=h,
-            )
+            # min_score 0: every hit, however weak (the floor would leave the injection, off
+            # the collection's topic, without any), stays in the collection.
+            search = {"query": query, "collection": own, "mode": mode, "k": 10, "min_score": 0}
+            r = await t.client.post("/v1/search", json=search, headers=h)
             assert r.status_code == 200, r.text
             hits = r.json()["hits"]
             assert all(CODEWORDS[own] in hit["text"] for hit in hits)
@@ -61,7 +60,7 @@ async def test_every_reading_route_stays_in_its_collection(t: Tenants, own: str)
         ask = {"question": question, "collection": own}
         r = await t.client.post("/v1/ask", json=ask, headers=h)
         assert r.status_code == 200, r.text
-        assert r.json()["sources"]
+        assert r.json()["sources"] or question == INJECTION  # off-topic: under the floor
         bodies.append(r.text)
         r = await t.client.post("/v1/ask/stream", json=ask, headers=h)
         assert r.status_code == 200, r.text

@@ -81,8 +81,9 @@ async def test_metrics_add_up_to_the_answers_and_searches_served(
         assert get(m, "ragserve_retrieval_hits_count", mode=mode) == count
     assert get(m, "ragserve_retrieval_empty_total", collection="default", mode="sparse") == 1
     assert get(m, "ragserve_retrieval_hits_bucket", mode="sparse", le="0.0") == 1
-    # One query embedding per dense or hybrid search, however the batcher grouped them.
-    embedded = searches["dense"] + searches["hybrid"]
+    # One query embedding per search, however the batcher grouped them: a sparse one embeds
+    # its query too, beside its BM25 search, for its hits' cosines (the relevance floor).
+    embedded = searches["dense"] + searches["hybrid"] + searches["sparse"]
     assert get(m, "ragserve_embed_batch_size_sum", kind="query") == embedded
 
     assert services.admission is not None

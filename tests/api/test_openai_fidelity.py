@@ -86,7 +86,7 @@ async def test_out_of_range_sampling_fields_are_422_naming_them(
 ) -> None:
     r = await chat(client, **fields)
     assert r.status_code == 422, r.text
-    assert param in r.text
+    assert r.json()["error"]["param"] == param
     assert generator.requests == []
 
 
@@ -118,6 +118,7 @@ async def test_fields_we_cannot_honour_are_400_naming_them(
     error = r.json()["error"]
     assert error["message"].startswith(f"'{param}' is not supported: ")
     assert error["code"] == "invalid_request"
+    assert error["param"] == param  # the SDKs' `err.param`
     assert generator.requests == []
 
 
@@ -153,14 +154,15 @@ async def test_system_and_developer_messages_reach_the_prompt_after_the_groundin
     )
     assert r.status_code == 200, r.text
     prompt = generator.requests[-1].messages
-    assert [m.role for m in prompt] == ["system", "user"]  # one system message, ours
+    assert [m.role for m in prompt].count("system") == 1  # one system message, ours
+    assert prompt[0].role == "system" and prompt[-1].role == "user"
     system = prompt[0].content
-    rules = system.index("cite them")
+    rules = system.index("don't know based on the knowledge base")
     added = system.index("The user's application adds these instructions")
     banana = system.index("Reply only with the single word BANANA.")
     assert rules < added < banana
     assert "Use {braces} freely." in system  # text, not template
-    assert "[1]" in system and prompt[-1].content == "How hot is Venus?"
+    assert "[1]" in system and prompt[-1].content.endswith("How hot is Venus?")
 
 
 async def test_without_system_messages_the_prompt_has_no_instructions(

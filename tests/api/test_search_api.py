@@ -9,7 +9,9 @@ import pytest
 
 
 async def test_search_returns_ranked_chunks_with_sources(client: httpx.AsyncClient) -> None:
-    r = await client.post("/v1/search", json={"query": "How hot is the surface of Venus?", "k": 2})
+    # min_score 0: the best 2 however weak (the second is off the question's topic).
+    question = {"query": "How hot is the surface of Venus?", "k": 2, "min_score": 0}
+    r = await client.post("/v1/search", json=question)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["collection"] == "default"
@@ -33,11 +35,11 @@ async def test_every_mode_finds_the_coffee_ratio(client: httpx.AsyncClient, mode
 
 
 async def test_filter_by_source_restricts_hits(client: httpx.AsyncClient) -> None:
-    first = await client.post("/v1/search", json={"query": "planets", "k": 5})
+    # min_score 0: the coffee document is off the query's topic, under the relevance floor.
+    query = {"query": "planets", "k": 5, "min_score": 0}
+    first = await client.post("/v1/search", json=query)
     coffee = next(h["source"] for h in first.json()["hits"] if "coffee" in h["source"])
-    r = await client.post(
-        "/v1/search", json={"query": "planets", "k": 5, "filters": {"source": coffee}}
-    )
+    r = await client.post("/v1/search", json={**query, "filters": {"source": coffee}})
     assert r.status_code == 200
     assert {h["source"] for h in r.json()["hits"]} == {coffee}
 
@@ -84,12 +86,15 @@ async def test_invalid_requests_are_422_naming_the_field(
     assert "Traceback" not in r.text
 
 
-async def test_malformed_json_is_422_not_500(client: httpx.AsyncClient) -> None:
+async def test_malformed_json_is_400_not_500(client: httpx.AsyncClient) -> None:
     r = await client.post(
         "/v1/search", content=b"{not json", headers={"content-type": "application/json"}
     )
-    assert r.status_code == 422
-    assert r.json()["error"]["code"] == "invalid_request"
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["param"] == "body"
+    assert "not valid JSON" in error["message"]
 
 
 async def test_bad_collection_name_is_422(client: httpx.AsyncClient) -> None:

@@ -176,7 +176,9 @@ async def test_an_open_server_counts_usage_under_open(services: Services) -> Non
         client = await stack.enter_async_context(
             in_process_client(create_app(services.settings, services=services))
         )
-        assert (await client.post("/v1/ask", json={"question": "hot?"})).status_code == 200
+        assert (
+            await client.post("/v1/ask", json={"question": "How hot is the surface of Venus?"})
+        ).status_code == 200
         (entry,) = (await client.get("/v1/usage")).json()["keys"]
         assert (entry["key_id"], entry["name"], entry["requests"]) == ("open", "anonymous", 1)
         assert entry["cost_usd"] == pytest.approx(USD)

@@ -134,7 +134,12 @@ def test_read_key_sees_its_name_its_collection_only_and_no_upload(
     sources = turn.locator("li.source")
     expect(sources.first).to_be_visible()
     shown = turn.locator(".sources-box").inner_text()
-    assert CODEWORDS["alpha"] in shown and CODEWORDS["beta"] not in shown, shown
+    assert "The alpha " in shown and "beta" not in shown.lower(), shown
+    sources.first.get_by_role("button").click()  # the whole passage, in the drawer
+    passage = page.locator("#viewer-text")
+    expect(passage).to_contain_text(CODEWORDS["alpha"])
+    assert CODEWORDS["beta"] not in passage.inner_text()
+    page.keyboard.press("Escape")
 
     page.reload()  # the key is remembered
     expect(page.locator("#session-name")).to_have_text("alpha_read")

@@ -1,15 +1,22 @@
-"""`rag eval beir` and `rag eval squad` end to end: real model, real Qdrant Edge, via the CLI."""
+"""`rag eval beir` and `rag eval squad` end to end: real model, real Qdrant Edge, via the CLI;
+the eval's answerer over the real chain with the configured prompt variant."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.progress import Progress
 from typer.testing import CliRunner
 
 from app.cli import app
+from app.cli.eval_index import make_answerer, throwaway_index
+from pipelines.evaluation import corpus_jsonl
+from pipelines.settings import CitationSettings, Settings
+from tests.support.fakes import ScriptedGenerator
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +98,18 @@ def test_eval_beir_rejects_a_folder_that_is_not_a_beir_dataset(tmp_path: Path) -
     assert "corpus.jsonl not found" in " ".join(result.output.split())
 
 
+TRUST_SHARES = (
+    "citation_rate",
+    "citation_precision",
+    "supported_citation_rate",
+    "irrelevant_sources_share",
+    "questions_with_irrelevant_sources",
+    "answerable_nothing_found",
+    "off_topic_nothing_found",
+)
+OFF_TOPIC = {"id": "off", "question": "Who won the 1998 FIFA World Cup?", "answers": []}
+
+
 def _squad_file(tmp_path: Path) -> Path:
     paragraphs = [
         ("Venus", DOCS["d1"][1], "How hot is the surface of Venus?", "464 degrees"),
@@ -112,6 +131,10 @@ def _squad_file(tmp_path: Path) -> Path:
             for title, context, q, a in paragraphs
         ],
     }
+    # A question about nothing in the corpus (SQuAD v2.0's unanswerable form, marked off-topic).
+    data["data"][0]["paragraphs"][0]["qas"].append(
+        {**OFF_TOPIC, "is_impossible": True, "off_topic": True}
+    )
     path = tmp_path / "squad.json"
     path.write_text(json.dumps(data))
     return path
@@ -123,6 +146,7 @@ def test_eval_squad_without_answers_reports_hit_rates(tmp_path: Path) -> None:
     assert (result["hit@1"], result["hit@5"], result["hit@10"]) == (1.0, 1.0, 1.0)
     assert "answer_contains_gold" not in result
     assert result["answers"] is False
+    assert (result["off_topic_questions"], result["off_topic_nothing_found"]) == (1, 1.0)
 
 
 def test_eval_squad_with_answers_generates_through_a_real_vllm_server(
@@ -141,6 +165,14 @@ def test_eval_squad_with_answers_generates_through_a_real_vllm_server(
     # Temperature 0 over one short, explicit source: SmolLM2 gets at least one of these right
     # (0.0 would mean the answers never reached the scorer).
     assert result["answer_contains_gold"] > 0.0
+    # The trust metrics (citations verified by the chain: citations are on by default).
+    for metric in TRUST_SHARES:
+        assert 0.0 <= result[metric] <= 1.0, metric
+    assert result["citations_enabled"] is True
+    assert result["prompt"] == CitationSettings().prompt
+    assert result["off_topic_questions"] == 1
+    # The off-topic question clears no relevance floor: nothing found, no sources.
+    assert result["off_topic_nothing_found"] == 1.0
 
 
 def test_eval_beir_min_ndcg_fails_the_run_below_the_target(beir_dir: Path) -> None:
@@ -148,3 +180,29 @@ def test_eval_beir_min_ndcg_fails_the_run_below_the_target(beir_dir: Path) -> No
     assert result.exit_code == 1
     assert "below target" in result.output
     assert "ndcg@10" in result.stdout  # the table is still printed
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [("few-shot", "Green tea is brewed"), ("cite-last", "then write the number of the source")],
+)
+async def test_eval_answers_use_the_configured_prompt_and_carry_verified_citations(
+    make_settings: Callable[..., Settings], tmp_path: Path, prompt: str, expected: str
+) -> None:
+    """The answerer the eval and the bench use: the chain with RAG_CITATIONS__PROMPT's variant,
+    each answer's sources with their corpus ids and the chain's verified citations (the
+    generator scripted behind its port; retrieval, the chain and citations real)."""
+    settings = make_settings(citations=CitationSettings(prompt=prompt))
+    corpus = corpus_jsonl(DOCS, tmp_path / "corpus.jsonl")
+    generator = ScriptedGenerator(tokens=["The surface ", "is about 464 degrees", " [1]", "."])
+    with Progress(disable=True) as bar:
+        async with throwaway_index(settings, corpus, chunking=True, progress=bar) as index:
+            answer = make_answerer(settings, index, generator, None, max_tokens=32)
+            got = await answer("How hot is the surface of Venus?")
+    messages = generator.requests[-1].messages
+    assert any(expected in m.content for m in messages)
+    assert "How hot is the surface of Venus?" in messages[-1].content
+    assert got.text == "The surface is about 464 degrees [1]."
+    assert got.source_docs[0] == "d1"  # the corpus id of the best source's document
+    assert len(got.source_docs) == len(got.sources) >= 1
+    assert got.citations is not None and [c.n for c in got.citations] == [1]

@@ -54,19 +54,23 @@ async def test_reranker_reorders_the_candidates_by_its_own_scores(
     query = "How hot is the surface of Venus?"
     async with open_core(make_settings(retrieval={"dedupe": False}), embedder=embedder) as core:
         await ingest_samples(core)
-        candidates = await core.retrieval.search(query, "default", k=4, access=FULL_ACCESS)
+        candidates = await core.retrieval.search(
+            query, "default", k=4, access=FULL_ACCESS, min_score=0
+        )
     reranking = {"dedupe": False, "rerank_model": str(cross_encoder_dir), "rerank_candidates": 4}
     async with open_core(make_settings(retrieval=reranking), embedder=embedder) as core:
-        reranker = core.retrieval.reranker
+        reranker, calibration = core.retrieval.reranker, core.retrieval.rerank_calibration
         assert reranker is not None
-        hits = await core.retrieval.search(query, "default", k=3, access=FULL_ACCESS)
+        hits = await core.retrieval.search(query, "default", k=3, access=FULL_ACCESS, min_score=0)
     expected = sorted(
         zip(reranker.score(query, [h.text for h in candidates]), candidates, strict=True),
         key=lambda pair: pair[0],
         reverse=True,
     )[:3]
     assert [h.chunk_id for h in hits] == [h.chunk_id for _, h in expected]
-    assert [h.score for h in hits] == pytest.approx([s for s, _ in expected], abs=1e-5)
+    # Each hit's score is the reranker's score as a probability (its calibration).
+    probabilities = [calibration.probability(None, None, s) for s, _ in expected]
+    assert [h.score for h in hits] == pytest.approx(probabilities, abs=1e-5)
 
 
 async def test_concurrent_reranks_share_one_cross_encoder_call_and_score_as_alone(
@@ -78,17 +82,23 @@ async def test_concurrent_reranks_share_one_cross_encoder_call_and_score_as_alon
     async with open_core(make_settings(retrieval={"dedupe": False}), embedder=embedder) as core:
         await ingest_samples(core)
         candidates = [
-            await core.retrieval.search(q, "default", k=4, access=FULL_ACCESS) for q in queries
+            await core.retrieval.search(q, "default", k=4, access=FULL_ACCESS, min_score=0)
+            for q in queries
         ]
     reranking = {"dedupe": False, "rerank_model": str(cross_encoder_dir), "rerank_candidates": 4}
     async with open_core(make_settings(retrieval=reranking), embedder=embedder) as core:
         reranker, stats = core.retrieval.reranker, core.retrieval.rerank_batches
+        calibration = core.retrieval.rerank_calibration
         assert reranker is not None and stats is not None
-        searches = (core.retrieval.search(q, "default", k=4, access=FULL_ACCESS) for q in queries)
+        searches = (
+            core.retrieval.search(q, "default", k=4, access=FULL_ACCESS, min_score=0)
+            for q in queries
+        )
         results = await asyncio.wait_for(asyncio.gather(*searches), 120)
     assert stats.items == len(queries) and stats.calls < len(queries)
     for query, hits, before in zip(queries, results, candidates, strict=True):
-        alone = reranker.score(query, [h.text for h in before])
+        scores = reranker.score(query, [h.text for h in before])
+        alone = [calibration.probability(None, None, s) for s in scores]
         assert sorted(h.score for h in hits) == pytest.approx(sorted(alone), abs=1e-5)
         assert {h.chunk_id for h in hits} == {h.chunk_id for h in before}
 
