@@ -15,6 +15,7 @@ import anyio
 from app.principal import KeyGate
 from app.quotas import Quotas
 from ingest.job import build_pipeline
+from ingest.originals import Originals
 from ingest.pipeline import IngestPipeline
 from pipelines.access import FULL_ACCESS
 from pipelines.admission import Admission, AdmittedGenerator
@@ -79,6 +80,11 @@ class Services:
     @property
     def retrieval(self) -> RetrievalService:
         return self.core.retrieval
+
+    @property
+    def originals(self) -> Originals:
+        """The ingested files kept as they were (served by GET .../documents/{id}/file)."""
+        return Originals.of(self.settings)
 
     @property
     def pipeline(self) -> IngestPipeline:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ingest.chunking import Chunker
+from ingest.originals import Originals
 from ingest.pipeline import IngestPipeline
 from pipelines.core import Core, open_core
 from pipelines.ports import Embedder
@@ -24,7 +25,8 @@ def build_pipeline(
     """The ingest job over the core's store, embedder and sparse encoder. `serving`: inside
     the query service (uploads), where each embedding batch holds the embedder that queries
     also wait for: batches stay small. `chunker`: another chunking (the evaluation harness's
-    one point per document)."""
+    one point per document). Each stored file is kept under the data dir
+    (`RAG_KEEP_ORIGINALS`)."""
     batch = core.settings.embedding.batch_size
     return IngestPipeline(
         core.store,
@@ -32,6 +34,7 @@ def build_pipeline(
         core.sparse,
         chunker or build_chunker(core.settings, core.embedder),
         batch_size=batch if serving else max(batch * 4, 64),
+        originals=Originals.of(core.settings),
     )
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,9 @@ class LoadedDocument:
     path: str = ""
     # Its own access list (a corpus line's `groups`), sorted; None: the run's groups.
     groups: tuple[str, ...] | None = None
+    # The file that is this document as a whole (None for a corpus line): the copy
+    # `ingest/originals.py` keeps. Never stored in the payload.
+    original: Path | None = None
 
     @property
     def text(self) -> str:
@@ -52,6 +55,38 @@ class LoadedDocument:
 class LoadFailure:
     source: str
     reason: str
+
+
+def renamed(value: str, path: str, name: str) -> str:
+    """A loaded file's key or source with its path replaced by its display name; corpus lines
+    ('path#id', 'path:line') keep their suffix."""
+    if value == path or value.startswith((path + "#", path + ":")):
+        return name + value[len(path) :]
+    return value
+
+
+def _file_of(source: str, names: Mapping[str, str]) -> str | None:
+    """The file path a failure's source ('path', 'path:line', 'path#id') starts with."""
+    if source in names:
+        return source
+    for i, ch in enumerate(source):
+        if ch in "#:" and source[:i] in names:
+            return source[:i]
+    return None
+
+
+def public_failure(failure: LoadFailure, names: Mapping[str, str]) -> dict[str, str]:
+    """A failure as a user reads it: its file's path replaced by its display name, in its
+    source and in its reason (a library's message may quote the path; an upload's path is a
+    temporary folder of the server)."""
+    path = _file_of(failure.source, names)
+    if path is None:
+        return {"source": failure.source, "reason": failure.reason}
+    name = names[path]
+    return {
+        "source": renamed(failure.source, path, name),
+        "reason": failure.reason.replace(path, name),
+    }
 
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f]")
@@ -319,7 +354,9 @@ def load_file(path: Path, failures: list[LoadFailure]) -> Iterator[LoadedDocumen
         raise LoadError(
             f"unsupported file type '{suffix or path.name}' (supported: {', '.join(SUPPORTED)})"
         )
-    yield from loader(path)
+    for doc in loader(path):
+        doc.original = path
+        yield doc
 
 
 def discover(paths: list[Path]) -> tuple[list[Path], list[LoadFailure]]:

@@ -12,6 +12,9 @@ re-embedding, so no chunk keeps the old groups while the others are rewritten.
 What a run did goes to its `Telemetry` (the service's Prometheus metrics, the CLI's textfile or
 push): each batch's chunks with their embedder tokens and the time the model took, as it is
 stored; the documents by outcome when the run ends, however it ends.
+
+Each stored document's file (not a corpus line's) is kept as it was (`ingest/originals.py`)
+once the run has stored everything; a pruned document's copy goes with it.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ from ingest.loaders import (
     LoadFailure,
     discover_named,
     load_file,
+    public_failure,
+    renamed,
     skipped_types,
 )
+from ingest.originals import Originals
 from pipelines.access import FULL_ACCESS, check_groups
 from pipelines.identity import chunk_point_id, content_hash, document_id
 from pipelines.ports import Embedder, SparseEncoder, VectorStore
@@ -107,38 +113,7 @@ class _Regroup:
 
     doc_id: str
     groups: tuple[str, ...]
-
-
-def _swap(value: str, path: str, name: str) -> str:
-    """A loaded file's key or source with its path replaced by its display name; corpus lines
-    ('path#id', 'path:line') keep their suffix."""
-    if value == path or value.startswith((path + "#", path + ":")):
-        return name + value[len(path) :]
-    return value
-
-
-def _file_of(source: str, names: Mapping[str, str]) -> str | None:
-    """The file path a failure's source ('path', 'path:line', 'path#id') starts with."""
-    if source in names:
-        return source
-    for i, ch in enumerate(source):
-        if ch in "#:" and source[:i] in names:
-            return source[:i]
-    return None
-
-
-def _public(failure: LoadFailure, names: Mapping[str, str]) -> dict[str, str]:
-    """A failure as a user reads it: its file's path replaced by its display name, in its
-    source and in its reason (a library's message may quote the path; an upload's path is a
-    temporary folder of the server)."""
-    path = _file_of(failure.source, names)
-    if path is None:
-        return {"source": failure.source, "reason": failure.reason}
-    name = names[path]
-    return {
-        "source": _swap(failure.source, path, name),
-        "reason": failure.reason.replace(path, name),
-    }
+    original: Path | None
 
 
 class IngestPipeline:
@@ -152,7 +127,9 @@ class IngestPipeline:
         batch_size: int = 256,
         queue_size: int = 1024,
         state_lookup_max_files: int = STATE_LOOKUP_MAX_FILES,
+        originals: Originals | None = None,
     ) -> None:
+        self._originals = originals
         self._store = store
         self._embedder = embedder
         self._sparse = sparse
@@ -218,9 +195,9 @@ class IngestPipeline:
                 name = names.get(file, path.name)
                 try:
                     for doc in load_file(path, failures):
-                        doc.source = _swap(doc.source, file, name)
+                        doc.source = renamed(doc.source, file, name)
                         if file in uploads:  # its name is its identity: no server path kept
-                            doc.key = _swap(doc.key, file, name)
+                            doc.key = renamed(doc.key, file, name)
                         else:  # its id stays that of its path (as before display names)
                             doc.path = file
                         doc_id = document_id(collection, doc.key)
@@ -233,9 +210,9 @@ class IngestPipeline:
                         if state is not None and state.is_current(
                             content_hash(doc.text, self._recipe), doc.source, doc.path
                         ):
-                            changed = state.groups != groups
+                            regroup = _Regroup(doc_id, groups, doc.original)
                             out.put(
-                                _Regroup(doc_id, groups) if changed else _Prepared(doc_id, doc, [])
+                                regroup if state.groups != groups else _Prepared(doc_id, doc, [])
                             )
                             continue
                         prepared = self._prepare(collection, doc, groups, now)
@@ -374,6 +351,7 @@ class IngestPipeline:
             finished_docs.clear()
 
         hashes: dict[str, str] = {}
+        kept: dict[str, Path] = {}  # doc_id -> the file to keep, once the run stored it all
         try:
             while True:
                 try:  # usually the loader is ahead: take what is queued without a thread hop
@@ -389,8 +367,12 @@ class IngestPipeline:
                 if isinstance(item, _Regroup):
                     await self._store.set_document_groups(collection, item.doc_id, item.groups)
                     summary.updated += 1
+                    if item.original is not None:
+                        kept[item.doc_id] = item.original
                     continue
                 assert isinstance(item, _Prepared)
+                if item.doc.original is not None:
+                    kept[item.doc_id] = item.doc.original
                 if not item.chunks:
                     summary.unchanged += 1
                     continue
@@ -424,7 +406,9 @@ class IngestPipeline:
                 roots,
             )
         await self._store.commit(collection)
-        summary.failed = [_public(f, renames) for f in failures]
+        if self._originals is not None:
+            await anyio.to_thread.run_sync(self._originals.keep, collection, kept)
+        summary.failed = [public_failure(f, renames) for f in failures]
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary
 
@@ -445,4 +429,6 @@ class IngestPipeline:
             lambda: [st.doc_id for st in candidates if is_gone(st)]
         )
         await self._store.delete_documents(collection, gone)
+        if self._originals is not None:
+            await anyio.to_thread.run_sync(self._originals.remove, collection, gone)
         return len(gone)

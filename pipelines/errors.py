@@ -65,6 +65,18 @@ class DocumentNotFound(NotFound):
         super().__init__(f"document '{doc_id}' does not exist in collection '{collection}'")
 
 
+class OriginalNotKept(NotFound):
+    code = "original_not_kept"
+
+    def __init__(self, collection: str, doc_id: str) -> None:
+        super().__init__(
+            f"the original file of document '{doc_id}' in collection '{collection}' is not "
+            "kept: it was ingested before originals were kept or with RAG_KEEP_ORIGINALS=false, "
+            "or it is a line of a .jsonl corpus; ingest its file again with "
+            "RAG_KEEP_ORIGINALS=true (the default) to keep it"
+        )
+
+
 class Unauthorized(RagError):
     code = "unauthorized"
     status = 401

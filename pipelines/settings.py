@@ -273,6 +273,11 @@ class Settings(BaseSettings):
 
     env: Literal["dev", "prod"] = "dev"
     data_dir: Path = Path("./data")
+    # Keep a copy of each ingested file under <data_dir>/originals/<collection>/<doc_id>, so
+    # the chat page can open a cited PDF at its page (GET .../documents/{doc_id}/file). Costs
+    # one copy of every ingested file on disk; a .jsonl corpus is not kept (its lines are the
+    # documents). Off: nothing new is kept (copies kept before are still served and deleted).
+    keep_originals: bool = True
     default_collection: str = "default"
     # OpenAI-compatible model names mapped to collections, e.g. {"docs": "manuals"}.
     openai_model_aliases: dict[str, str] = Field(default_factory=dict)
@@ -307,6 +312,10 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """The key database's SQLAlchemy URL (default: SQLite under the data dir)."""
         return self.database.url or f"sqlite:///{(self.data_dir / 'ragserve.db').resolve()}"
+
+    @property
+    def originals_dir(self) -> Path:
+        return self.data_dir / "originals"
 
     @property
     def model_dir(self) -> Path:

@@ -36,6 +36,7 @@ def delete(
     held by a running service).
     """
     start_command()
+    from ingest.originals import Originals
     from pipelines.core import open_core
     from pipelines.stores.schema import check_collection_name
 
@@ -62,6 +63,7 @@ def delete(
             ):
                 return False
             await core.store.drop_collection(collection)
+            Originals.of(settings).remove_collection(collection)  # its kept files with it
             return True
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 from fastapi import APIRouter, Response, status
 
 from app.deps import ServicesDep
@@ -48,5 +49,6 @@ async def delete_collection(collection: str, caller: CallerDep, services: Servic
         if collection not in await services.store.list_collections():
             raise CollectionNotFound(collection)
         await services.store.drop_collection(collection)
+        await anyio.to_thread.run_sync(services.originals.remove_collection, collection)
     log.info("deleted collection '%s'", collection)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,4 +1,4 @@
-"""Documents in a collection: upload (multipart), list, delete.
+"""Documents in a collection: upload (multipart), list, delete, and a document's original file.
 
 An upload runs the same ingest job as `rag ingest`, inside the service: a document's identity
 is its file name within the collection, so uploading a file again with the same name skips it
@@ -8,14 +8,16 @@ when unchanged and replaces its chunks when changed.
 from __future__ import annotations
 
 import logging
+import mimetypes
 import re
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi.responses import FileResponse
 
 from app.deps import ServicesDep
 from app.errors import error_responses
@@ -51,6 +53,15 @@ _COLLECTION_ERRORS = error_responses(
 )
 _MB = 1024 * 1024
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+# Served as text, never rendered: an uploaded page or image with script in it must not run
+# with this origin's rights (the page's key is in its localStorage).
+_ACTIVE_TYPES = {
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+}
 
 
 def upload_name(filename: str | None) -> str:
@@ -258,5 +269,58 @@ async def delete_document(
             raise DocumentNotFound(collection, doc_id)
         await services.store.delete_documents(collection, [doc_id])
         await services.store.commit(collection)
+        await anyio.to_thread.run_sync(services.originals.remove, collection, [doc_id])
     log.info("deleted document %s (%d chunks) from '%s'", doc_id, chunks, collection)
     return DeletedDocument(collection=collection, doc_id=doc_id, deleted_chunks=chunks)
+
+
+def _served_as(source: str) -> tuple[str, str]:
+    """The content type and disposition a kept file is served with: a PDF inline (the browser's
+    viewer opens it at a page); anything else as a download, markup as plain text."""
+    name = PurePosixPath(source.replace("\\", "/")).name
+    if name.lower().endswith(".pdf"):
+        return "application/pdf", "inline"
+    guessed = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return ("text/plain" if guessed in _ACTIVE_TYPES else guessed), "attachment"
+
+
+@router.get(
+    "/collections/{collection}/documents/{doc_id}/file",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The file as it was ingested: a PDF inline (`application/pdf`), "
+            "any other type as an attachment (HTML as `text/plain`)",
+            "content": {"application/pdf": {}, "application/octet-stream": {}},
+        },
+        **error_responses(
+            403,
+            404,
+            422,
+            e404="The collection or document does not exist (for this key), or its original "
+            "is not kept (`original_not_kept`: ingested before originals were kept, with "
+            "RAG_KEEP_ORIGINALS=false, or a line of a .jsonl corpus)",
+        ),
+    },
+    summary="Download a document's original file (a cited PDF, to open at its page)",
+)
+async def document_file(
+    collection: str, doc_id: str, caller: CallerDep, services: ServicesDep
+) -> FileResponse:
+    check_collection_name(collection)
+    access = caller.read(collection)
+    services.originals.path_for(collection, doc_id)  # not 32 hex digits: no document's id
+    # A document the key cannot read (another group's) is not there for it either.
+    states = await services.store.document_states(collection, {"doc_id": doc_id}, access=access)
+    if doc_id not in states:
+        raise DocumentNotFound(collection, doc_id)
+    path = await anyio.to_thread.run_sync(services.originals.find, collection, doc_id)
+    source = states[doc_id].source
+    media_type, disposition = _served_as(source)
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=PurePosixPath(source.replace("\\", "/")).name,
+        content_disposition_type=disposition,
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-cache"},
+    )

@@ -17,6 +17,9 @@ _CSP = "; ".join(
         "script-src 'self'",
         "style-src 'self'",
         "img-src 'self' data:",
+        # The cited PDF opens from a blob: URL the page made of a file it fetched; that tab
+        # inherits this policy, and Chromium's viewer is a plugin: without this it is blank.
+        "object-src blob:",
         "connect-src 'self'",
         "base-uri 'none'",
         "form-action 'none'",

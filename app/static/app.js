@@ -44,6 +44,9 @@
     viewerN: $("viewer-n"),
     viewerTitle: $("viewer-doc-title"),
     viewerMeta: $("viewer-meta"),
+    viewerFile: $("viewer-file"),
+    viewerOpenPdf: $("viewer-open-pdf"),
+    viewerFileStatus: $("viewer-file-status"),
     viewerEvidence: $("viewer-evidence"),
     viewerText: $("viewer-text"),
     template: $("turn-template"),
@@ -602,6 +605,58 @@
 
   /** Where focus goes back to when the drawer closes. */
   let viewerOpener = null;
+  /** The PDF source the drawer shows ({collection, s}), or null: what "Open the PDF" opens. */
+  let viewerPdf = null;
+  /** The blob: URL of the PDF opened last; revoked when another one opens. */
+  let pdfUrl = null;
+
+  /** A source from a PDF: its original file can open at the cited page. */
+  const isPdf = (s) => Number.isInteger(s.page) || /\.pdf$/i.test(s.source || "");
+
+  function fileStatus(text, failed = false) {
+    els.viewerFileStatus.textContent = text;
+    els.viewerFileStatus.classList.toggle("failed", failed);
+  }
+
+  /** The drawer's "Open the PDF at p. N" for a PDF source; hidden for any other. */
+  function showPdfLink(turn, s) {
+    viewerPdf = isPdf(s) ? { collection: turn.collection, s } : null;
+    els.viewerFile.hidden = !viewerPdf;
+    els.viewerOpenPdf.disabled = false;
+    fileStatus("");
+    const page = Number.isInteger(s.page) ? ` at p. ${s.page}` : "";
+    els.viewerOpenPdf.textContent = `Open the PDF${page}`;
+  }
+
+  /** Fetch the original (with the page's API key, which a plain link could not send) and open
+   * it from a blob: URL at its page (#page=N, which Chromium's PDF viewer follows). An error
+   * answer (404: not kept, or gone) is said in the drawer. */
+  async function openPdf() {
+    const shown = viewerPdf;
+    if (!shown) return;
+    const { collection, s } = shown;
+    const path = `/v1/collections/${encodeURIComponent(collection)}/documents/${encodeURIComponent(s.doc_id)}/file`;
+    els.viewerOpenPdf.disabled = true;
+    fileStatus("Opening the PDF…");
+    try {
+      const res = await api(path);
+      if (!res.ok) {
+        if (viewerPdf === shown) fileStatus(await errorOf(res, `The PDF could not be opened (HTTP ${res.status}).`), true);
+        return;
+      }
+      const blob = new Blob([await res.arrayBuffer()], { type: "application/pdf" });
+      if (pdfUrl) URL.revokeObjectURL(pdfUrl);
+      pdfUrl = URL.createObjectURL(blob);
+      window.open(pdfUrl + (Number.isInteger(s.page) ? `#page=${s.page}` : ""), "_blank", "noopener");
+      if (viewerPdf === shown) fileStatus("");
+    } catch (e) {
+      if (viewerPdf === shown) fileStatus(`The PDF could not be opened: ${e.message}`, true);
+    } finally {
+      els.viewerOpenPdf.disabled = false;
+    }
+  }
+
+  els.viewerOpenPdf.addEventListener("click", openPdf);
 
   function showSource(turn, n, marker = null) {
     const s = turn.sources.find((x) => x.n === n);
@@ -616,6 +671,7 @@
     els.viewerN.textContent = String(n);
     els.viewerTitle.textContent = s.title || s.source || s.doc_id;
     els.viewerMeta.textContent = describeSource(s);
+    showPdfLink(turn, s);
     els.viewerEvidence.textContent = ev.note;
     els.viewerEvidence.hidden = !ev.note;
     els.viewerEvidence.classList.toggle("unsupported", ev.unsupported);
@@ -805,6 +861,7 @@
     const payload = JSON.stringify(body); // a resume must send the very same bytes
 
     const turn = newTurn(question);
+    turn.collection = collection || chosenCollection || "default"; // where its sources live
     const controller = new AbortController();
     inFlight = controller;
     inFlightStream = null;

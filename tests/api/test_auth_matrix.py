@@ -53,6 +53,7 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/v1/collections/{collection}/documents"): Row("read"),
     ("POST", "/v1/collections/{collection}/documents"): Row("write", files=True),
     ("DELETE", "/v1/collections/{collection}/documents/{doc_id}"): Row("write"),
+    ("GET", "/v1/collections/{collection}/documents/{doc_id}/file"): Row("read"),
     ("POST", "/v1/keys"): Row(
         "admin", scoped=False, json=lambda c: {"name": "new", "collections": ["alpha"]}
     ),
