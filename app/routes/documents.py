@@ -311,7 +311,9 @@ async def document_file(
     access = caller.read(collection)
     services.originals.path_for(collection, doc_id)  # not 32 hex digits: no document's id
     # A document the key cannot read (another group's) is not there for it either.
-    states = await services.store.document_states(collection, {"doc_id": doc_id}, access=access)
+    # Its first chunk is enough (it carries the document's source).
+    only_first: Filters = {"doc_id": doc_id, "chunk_index": 0}
+    states = await services.store.document_states(collection, only_first, access=access)
     if doc_id not in states:
         raise DocumentNotFound(collection, doc_id)
     path = await anyio.to_thread.run_sync(services.originals.find, collection, doc_id)

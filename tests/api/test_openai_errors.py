@@ -17,7 +17,7 @@ from app.main import create_app
 from app.services import Services
 from pipelines.settings import Settings
 from tests.support.fakes import ScriptedGenerator
-from tests.support.servers import in_process_client
+from tests.support.servers import in_process_client, sdk_over
 
 QUESTION = [{"role": "user", "content": "How hot is Venus?"}]
 ENVELOPE = "#/components/schemas/ErrorEnvelope"
@@ -108,12 +108,7 @@ async def test_sdk_raises_bad_request_for_invalid_json_with_its_message(
 ) -> None:
     """What the openai SDK makes of the 400 (its `extra_body` cannot send broken JSON, so
     the raw request goes through the SDK's own client and error mapping)."""
-    sdk = openai.AsyncOpenAI(
-        base_url=str(client.base_url.join("/v1")),
-        api_key="x",
-        http_client=client,  # type: ignore[arg-type]
-        max_retries=0,
-    )
+    sdk = sdk_over(client)
     with pytest.raises(openai.BadRequestError) as caught:
         await sdk.post(
             "/chat/completions",
@@ -200,12 +195,7 @@ async def sdk(
     settings: Settings, services: Services, generator: ScriptedGenerator
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     async with in_process_client(create_app(settings, services=services)) as http:
-        yield openai.AsyncOpenAI(
-            base_url=str(http.base_url.join("/v1")),
-            api_key="x",
-            http_client=http,  # type: ignore[arg-type]
-            max_retries=0,
-        )
+        yield sdk_over(http)
 
 
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}

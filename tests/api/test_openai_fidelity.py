@@ -18,7 +18,7 @@ from pipelines.generators.openai_server import OpenAIServerGenerator
 from pipelines.settings import LLMSettings, Settings
 from pipelines.types import ChatMessage, GenerationRequest, Sampling
 from tests.support.fakes import ScriptedGenerator
-from tests.support.servers import in_process_client
+from tests.support.servers import in_process_client, sdk_over
 
 QUESTION = [{"role": "user", "content": "How hot is Venus?"}]
 
@@ -210,14 +210,7 @@ async def test_model_card_for_an_unknown_model_is_404_in_the_openai_shape(
 async def sdk(settings: Settings, services: Services) -> AsyncIterator[openai.AsyncOpenAI]:
     services.set_generator(ScriptedGenerator())
     async with in_process_client(create_app(settings, services=services)) as http:
-        # This openai build is typed against its httpx fork (httpx2); an httpx client with the
-        # in-process ASGI transport works in its place, as the test shows.
-        yield openai.AsyncOpenAI(
-            base_url=str(http.base_url.join("/v1")),
-            api_key="x",
-            http_client=http,  # type: ignore[arg-type]
-            max_retries=0,
-        )
+        yield sdk_over(http)
 
 
 async def test_sdk_retrieves_a_model(sdk: openai.AsyncOpenAI) -> None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
+import openai
 import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
@@ -34,6 +35,18 @@ async def in_process_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
     ):
         yield c
+
+
+def sdk_over(http: httpx.AsyncClient) -> openai.AsyncOpenAI:
+    """The official openai SDK talking to the app through `http` (an in-process client), no
+    retries: what a test sees is the first answer. This openai build is typed against its
+    httpx fork; an httpx client with the in-process ASGI transport works in its place."""
+    return openai.AsyncOpenAI(
+        base_url=str(http.base_url.join("/v1")),
+        api_key="x",
+        http_client=http,  # type: ignore[arg-type]
+        max_retries=0,
+    )
 
 
 @asynccontextmanager
