@@ -34,7 +34,7 @@ from pipelines.types import ChatMessage
 
 router = APIRouter(tags=["ask"])
 
-_ERRORS = error_responses(400, 403, 404, 422, 429, 503, 504)
+_ERRORS = error_responses(400, 403, 404, 422, 429, 502, 503, 504)
 _STREAM_ERRORS = error_responses(
     400,
     403,

@@ -204,6 +204,7 @@ async def retrieve_model(model: str, caller: CallerDep, services: ServicesDep) -
             404,
             422,
             429,
+            502,
             503,
             504,
             e400="Bad request: a field asking for what is not supported (`tools`, "

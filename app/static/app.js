@@ -618,6 +618,17 @@
     els.viewerFileStatus.classList.toggle("failed", failed);
   }
 
+  /** The status line with a link to the fetched PDF (when the browser blocked its tab). */
+  function fileLink(url) {
+    fileStatus("The browser blocked the new tab: ");
+    const a = document.createElement("a");
+    a.href = url;
+    a.target = "_blank";
+    a.rel = "noopener";
+    a.textContent = "open the PDF";
+    els.viewerFileStatus.append(a);
+  }
+
   /** The drawer's "Open the PDF at p. N" for a PDF source; hidden for any other. */
   function showPdfLink(turn, s) {
     viewerPdf = isPdf(s) ? { collection: turn.collection, s } : null;
@@ -647,8 +658,15 @@
       const blob = new Blob([await res.arrayBuffer()], { type: "application/pdf" });
       if (pdfUrl) URL.revokeObjectURL(pdfUrl);
       pdfUrl = URL.createObjectURL(blob);
-      window.open(pdfUrl + (Number.isInteger(s.page) ? `#page=${s.page}` : ""), "_blank", "noopener");
-      if (viewerPdf === shown) fileStatus("");
+      const url = pdfUrl + (Number.isInteger(s.page) ? `#page=${s.page}` : "");
+      // A browser may block a tab opened this long after the click (a large file, a slow
+      // link): then the drawer offers a link, which a click of its own opens.
+      const tab = window.open(url, "_blank");
+      if (tab) tab.opener = null;
+      if (viewerPdf === shown) {
+        if (tab) fileStatus("");
+        else fileLink(url);
+      }
     } catch (e) {
       if (viewerPdf === shown) fileStatus(`The PDF could not be opened: ${e.message}`, true);
     } finally {

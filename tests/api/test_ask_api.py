@@ -87,6 +87,21 @@ async def test_generator_failing_mid_stream_sends_one_error_event(
     assert err["code"] == "generation_failed" and err["request_id"]
 
 
+async def test_generator_failing_mid_answer_is_a_documented_502(
+    client: httpx.AsyncClient, generator: ScriptedGenerator
+) -> None:
+    """Without a stream to carry an error event, the JSON answer fails whole: 502, retryable,
+    and /v1/ask's OpenAPI says so."""
+    generator.fail_after = 2
+    r = await client.post("/v1/ask", json={"question": "How hot is Venus?"})
+    assert r.status_code == 502, r.text
+    err = r.json()["error"]
+    assert err["code"] == "generation_failed" and err["retryable"] is True
+    spec = (await client.get("/openapi.json")).json()
+    assert "502" in spec["paths"]["/v1/ask"]["post"]["responses"]
+    assert "502" in spec["paths"]["/v1/chat/completions"]["post"]["responses"]
+
+
 async def test_unknown_collection_is_404_before_streaming(
     client: httpx.AsyncClient, generator: ScriptedGenerator
 ) -> None:

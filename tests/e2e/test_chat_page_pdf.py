@@ -87,6 +87,26 @@ def test_open_the_pdf_at_its_page_opens_the_fetched_file_at_that_page(
     page.screenshot(path=tmp_path / "drawer.png")
 
 
+def test_a_blocked_tab_leaves_a_link_that_opens_the_pdf_at_its_page(
+    page: Page, live_server: ThreadedLiveServer, uploaded: str
+) -> None:
+    """A browser blocks a tab opened long after the click (window.open gives null): the
+    drawer then offers a link, and following it opens the same PDF at the page."""
+    page.add_init_script("window.open = () => null")  # what a popup blocker answers
+    turn = open_answer(page, pdf_stream(uploaded, page=2))
+    turn.locator("button.cite").first.click()
+    drawer = page.get_by_role("dialog")
+    drawer.get_by_role("button", name="Open the PDF at p. 2").click()
+    link = drawer.locator("#viewer-file-status").get_by_role("link", name="open the PDF")
+    expect(link).to_be_visible()
+    expect(drawer.locator("#viewer-file-status")).to_contain_text("blocked the new tab")
+    with page.context.expect_page() as opened:
+        link.click()
+    pdf = opened.value
+    assert pdf.url.startswith(f"blob:{live_server.url}/"), pdf.url
+    assert pdf.url.endswith("#page=2"), pdf.url
+
+
 def test_a_source_that_is_not_a_pdf_offers_no_pdf(page: Page, uploaded: str) -> None:
     events = pdf_stream(uploaded, page=None)
     events[0][1]["sources"][0]["source"] = "pump-notes.md"
