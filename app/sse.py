@@ -63,8 +63,7 @@ async def relay(
                 if chunk.text:
                     yield frames.token(chunk.text)
             generated = True
-            await answer.best_spans()
-            await answer.verify()
+            await answer.settle()
         except RagError as exc:
             generated = True
             log.warning("request %s: generation failed mid-stream: %s", rid, exc.message)

@@ -264,6 +264,12 @@ class Answer:
             return NO_CITATIONS
         return await self._citations.verify()
 
+    async def settle(self) -> CitationReport:
+        """Once the chunks are consumed: the sources' best spans and the citations, both
+        awaited (what the end of an answer, streamed or whole, reports)."""
+        await self.best_spans()
+        return await self.verify()
+
     @property
     def citations(self) -> CitationReport:
         """The report `verify()` made (empty before)."""

@@ -118,8 +118,7 @@ async def ask(
     await caller.before_generation()
     answer, text = await answer_text(chain, ask_input, request)
     cost = await caller.charge(answer, ask_input.model)
-    await answer.best_spans()
-    report = await answer.verify()
+    report = await answer.settle()
     return AskResponse(
         answer=text,
         sources=SourceOut.many(answer),

@@ -230,8 +230,7 @@ async def chat_completions(
     if not body.stream:
         answer, text = await answer_text(chain, ask_input, request)
         cost = await caller.charge(answer, ask_input.model)
-        await answer.best_spans()
-        report = await answer.verify()
+        report = await answer.settle()
         grounded = grounding(answer)
         return ChatCompletion(
             id=completion_id,
