@@ -191,7 +191,7 @@ class Answer:
     """An answer whose first chunk has arrived: its sources, then its chunks once each, with
     usage and finish_reason tallied on the way. `aclose()` stops generation upstream. With
     citations on, the chunks are the text as shown (`[n]` naming no source removed); once
-    they are consumed, `best_spans()` and `verify()` (pipelines/citations.py)."""
+    they are consumed, `settle()` (pipelines/citations.py)."""
 
     prompt: Prompt
     ttft_ms: float
@@ -257,22 +257,16 @@ class Answer:
         """Source n's best span once `best_spans()` was awaited."""
         return self._best.get(n)
 
-    async def verify(self) -> CitationReport:
-        """The citations, each with its source's best supporting span, and the invalid markers
-        removed; once the chunks are consumed (made once; empty when off or nothing found)."""
-        if self._citations is None:
-            return NO_CITATIONS
-        return await self._citations.verify()
-
     async def settle(self) -> CitationReport:
-        """Once the chunks are consumed: the sources' best spans and the citations, both
-        awaited (what the end of an answer, streamed or whole, reports)."""
+        """Once the chunks are consumed: the sources' best spans, and the citations (each
+        with its source's best supporting span; invalid markers removed), made once; empty
+        when off or nothing was found."""
         await self.best_spans()
-        return await self.verify()
+        return NO_CITATIONS if self._citations is None else await self._citations.verify()
 
     @property
     def citations(self) -> CitationReport:
-        """The report `verify()` made (empty before)."""
+        """The report `settle()` made (empty before)."""
         report = self._citations.report if self._citations is not None else None
         return report if report is not None else NO_CITATIONS
 

@@ -147,7 +147,7 @@ def make_answerer(
         text = await answered.collect()
         checks, invalid = None, 0
         if settings.citations.enabled:
-            report = await answered.verify()
+            report = await answered.settle()
             checks = [CitationCheck(c.n, c.supported) for c in report.citations]
             invalid = report.invalid
         return GeneratedAnswer(

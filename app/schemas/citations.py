@@ -54,5 +54,5 @@ class CitationOut(BaseModel):
 
     @staticmethod
     def many(answer: Answer) -> list[CitationOut]:
-        """The answer's citations once `answer.verify()` was awaited."""
+        """The answer's citations once `answer.settle()` was awaited."""
         return [CitationOut.of(c) for c in answer.citations.citations]
